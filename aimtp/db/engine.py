@@ -1,0 +1,35 @@
+"""One async SQLAlchemy engine per process, on the asyncmy driver."""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from aimtp.settings import DatabaseSettings
+
+
+def create_engine(settings: DatabaseSettings, *, pool_size: int | None = None) -> AsyncEngine:
+    """An engine with UTC sessions and READ COMMITTED isolation.
+
+    READ COMMITTED matters for the relay: its ``FOR UPDATE SKIP LOCKED`` claim must not
+    take gap locks that would block the API's outbox inserts.
+    """
+    return create_async_engine(
+        settings.database_url,
+        pool_size=settings.database_pool_size if pool_size is None else pool_size,
+        max_overflow=settings.database_max_overflow,
+        pool_timeout=settings.database_pool_timeout,
+        pool_pre_ping=True,
+        pool_recycle=3600,
+        isolation_level="READ COMMITTED",
+        connect_args={"init_command": "SET time_zone = '+00:00'", "connect_timeout": 5},
+    )
+
+
+async def is_reachable(engine: AsyncEngine) -> bool:
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except Exception:
+        return False
+    return True

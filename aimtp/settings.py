@@ -1,0 +1,148 @@
+"""Typed settings, one object per concern, read once from ``AIMTP_*`` variables.
+
+Every field documents itself (``help``); ``aimtp config`` and the README table are
+generated from the same declarations, so there is one place for each setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator, Mapping
+from functools import cache
+from typing import Any, TypeVar, get_type_hints
+
+_T = TypeVar("_T")
+
+
+def setting(default: Any, help: str) -> Any:
+    """Declare a settings field with its default and its one-line description."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+def _parse(raw: str, kind: type, name: str) -> Any:
+    if kind is bool:
+        lowered = raw.strip().lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off", ""}:
+            return False
+        raise ValueError(f"{name}: expected a boolean, got {raw!r}")
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ValueError(f"{name}: expected {kind.__name__}, got {raw!r}") from None
+
+
+class EnvSettings:
+    """Base for settings dataclasses: fields map to ``{PREFIX}{FIELD_NAME}`` variables."""
+
+    env_prefix = "AIMTP_"
+
+    @classmethod
+    def from_env(cls: type[_T], environ: Mapping[str, str] | None = None) -> _T:
+        env = os.environ if environ is None else environ
+        hints = get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+            name = cls.env_prefix + field.name.upper()  # type: ignore[attr-defined]
+            if name in env:
+                values[field.name] = _parse(env[name], hints[field.name], name)
+        return cls(**values)
+
+    @classmethod
+    def describe(cls) -> Iterator[tuple[str, Any, str]]:
+        """Yield (variable, default, help) for documentation."""
+        for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+            yield cls.env_prefix + field.name.upper(), field.default, field.metadata["help"]
+
+
+@dataclasses.dataclass(frozen=True)
+class DatabaseSettings(EnvSettings):
+    database_url: str = setting(
+        "mysql+asyncmy://aimtp:aimtp@127.0.0.1:3306/aimtp",
+        "SQLAlchemy URL of the MySQL (or MariaDB) database, driver asyncmy.",
+    )
+    database_pool_size: int = setting(20, "Connections kept open per process.")
+    database_max_overflow: int = setting(20, "Extra connections allowed under bursts.")
+    database_pool_timeout: float = setting(5.0, "Seconds to wait for a free connection.")
+
+
+@dataclasses.dataclass(frozen=True)
+class KafkaSettings(EnvSettings):
+    kafka_bootstrap: str = setting("127.0.0.1:9092", "Kafka bootstrap servers, comma-separated.")
+    kafka_topic: str = setting("aimtp.dag.events", "Topic of DAG lifecycle events.")
+    kafka_dlq_topic: str = setting(
+        "aimtp.dag.events.dlq", "Dead-letter topic for events the trigger cannot decode."
+    )
+    kafka_partitions: int = setting(12, "Partitions created by `aimtp kafka init`.")
+    kafka_replication_factor: int = setting(1, "Replication factor for `aimtp kafka init`.")
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerSettings(EnvSettings):
+    http_host: str = setting("127.0.0.1", "Address aimtp-server binds; loopback unless set.")
+    http_port: int = setting(8000, "Port of the HTTP API.")
+    api_tokens: str = setting(
+        "",
+        "Tenant credentials as comma-separated token:tenant pairs. Each token "
+        "authenticates one tenant; tokens are hashed in memory and never logged.",
+    )
+    controller_callback_token: str = setting(
+        "", "Bearer credential the Controller presents on status callbacks."
+    )
+    max_body_bytes: int = setting(1024 * 1024, "Largest request body accepted (413 above).")
+    idempotency_window_seconds: int = setting(
+        86400, "How long an Idempotency-Key keeps answering with the DAG it created."
+    )
+    public_url: str = setting(
+        "http://127.0.0.1:8000", "Base URL the Controller uses to reach this API."
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class SpecSettings(EnvSettings):
+    max_tasks: int = setting(500, "Most tasks one DAG may have.")
+    max_timeout_seconds: int = setting(7 * 86400, "Largest timeout_seconds a DAG may ask for.")
+    max_retries: int = setting(10, "Largest retries a DAG may ask for.")
+
+
+@dataclasses.dataclass(frozen=True)
+class DeadlineSettings(EnvSettings):
+    """How long a DAG may stay in each non-terminal state before the watcher acts."""
+
+    pending_deadline_seconds: float = setting(
+        30.0, "PENDING longer than this: the watcher re-emits dag.submitted."
+    )
+    triggering_deadline_seconds: float = setting(
+        60.0, "TRIGGERING longer than this: the trigger died mid-call; a new attempt starts."
+    )
+    running_status_seconds: float = setting(
+        60.0, "RUNNING without a status callback for this long: the watcher asks the Controller."
+    )
+    cancelling_deadline_seconds: float = setting(
+        30.0, "CANCELLING longer than this: the watcher deletes at the Controller again."
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class LogSettings(EnvSettings):
+    log_level: str = setting("INFO", "Log level of every process (logs are JSON lines).")
+
+
+def all_settings() -> Iterator[type[EnvSettings]]:
+    """Every settings class, for documentation and `aimtp config`."""
+    yield from (
+        DatabaseSettings,
+        KafkaSettings,
+        ServerSettings,
+        SpecSettings,
+        DeadlineSettings,
+        LogSettings,
+    )
+
+
+@cache
+def load(kind: type[_T]) -> _T:
+    """The process-wide settings of one concern, read from the environment once."""
+    return kind.from_env()  # type: ignore[attr-defined, no-any-return]
