@@ -9,9 +9,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
+
+import msgspec
 
 from aimtp.settings import DatabaseSettings, all_settings, load
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -23,18 +29,82 @@ def _server(args: argparse.Namespace) -> int:
 
 
 def _db_init(args: argparse.Namespace) -> int:
-    from aimtp.db import apply_schema, create_engine
+    from aimtp.db import apply_schema
 
-    async def run() -> None:
+    async def init(engine: AsyncEngine) -> int:
+        await apply_schema(engine)
+        print("schema applied")
+        return 0
+
+    return _with_engine(init)
+
+
+def _with_engine(work: Callable[[AsyncEngine], Awaitable[int]]) -> int:
+    from aimtp.db import create_engine
+
+    async def run() -> int:
         engine = create_engine(load(DatabaseSettings), pool_size=1)
         try:
-            await apply_schema(engine)
+            return await work(engine)
         finally:
             await engine.dispose()
 
-    asyncio.run(run())
-    print("schema applied")
+    return asyncio.run(run())
+
+
+def _relay(args: argparse.Namespace) -> int:
+    from outbox import run_relay
+
+    return run_relay()
+
+
+def _kafka_init(args: argparse.Namespace) -> int:
+    from aimtp.kafka import ensure_topics
+    from aimtp.settings import KafkaSettings
+
+    settings = load(KafkaSettings)
+    created = asyncio.run(ensure_topics(settings))
+    for name in (settings.kafka_topic, settings.kafka_dlq_topic):
+        print(f"{name}: {'created' if name in created else 'exists'}")
     return 0
+
+
+def _outbox_parked(args: argparse.Namespace) -> int:
+    from aimtp.outbox_admin import list_parked
+
+    async def show(engine: AsyncEngine) -> int:
+        rows = await list_parked(engine)
+        if args.output == "json":
+            print(msgspec.json.encode(rows).decode())
+            return 0
+        if not rows:
+            print("no parked rows")
+        for row in rows:
+            print(
+                f"{row.id}\t{row.dag_id}\t{row.event_type}\t{row.created_at:%Y-%m-%dT%H:%M:%S}Z\t{row.reason}"
+            )
+        return 0
+
+    return _with_engine(show)
+
+
+def _outbox_release(args: argparse.Namespace) -> int:
+    from aimtp.outbox_admin import release_parked
+
+    async def release(engine: AsyncEngine) -> int:
+        if await release_parked(engine, args.id, drop=args.drop):
+            print(f"outbox row {args.id} {'dropped' if args.drop else 're-queued'}")
+            return 0
+        print(f"outbox row {args.id} is not parked", file=sys.stderr)
+        return 1
+
+    return _with_engine(release)
+
+
+def _controller_sim(args: argparse.Namespace) -> int:
+    from controller_sim.cli import run
+
+    return run(args)
 
 
 def _config(args: argparse.Namespace) -> int:
@@ -63,6 +133,34 @@ def build_parser() -> argparse.ArgumentParser:
     db_commands.add_parser("init", help="apply db/schema.sql (idempotent)").set_defaults(
         handler=_db_init
     )
+
+    commands.add_parser("relay", help="run aimtp-relay, the outbox publisher").set_defaults(
+        handler=_relay
+    )
+
+    kafka = commands.add_parser("kafka", help="Kafka tasks")
+    kafka_commands = kafka.add_subparsers(dest="kafka_command", required=True, metavar="TASK")
+    kafka_commands.add_parser(
+        "init", help="create the events topic and its DLQ if missing"
+    ).set_defaults(handler=_kafka_init)
+
+    outbox = commands.add_parser("outbox", help="inspect and repair the outbox")
+    outbox_commands = outbox.add_subparsers(dest="outbox_command", required=True, metavar="TASK")
+    parked = outbox_commands.add_parser("parked", help="list rows the broker refused")
+    parked.add_argument("--output", choices=["table", "json"], default="table")
+    parked.set_defaults(handler=_outbox_parked)
+    release = outbox_commands.add_parser("release", help="re-queue a parked row after a fix")
+    release.add_argument("id", type=int, help="outbox row id (see `aimtp outbox parked`)")
+    release.add_argument("--drop", action="store_true", help="discard the row instead (recorded)")
+    release.set_defaults(handler=_outbox_release)
+
+    from controller_sim.cli import add_arguments as add_controller_sim_arguments
+
+    sim = commands.add_parser(
+        "controller-sim", help="run the reference Controller (local runs and tests)"
+    )
+    add_controller_sim_arguments(sim)
+    sim.set_defaults(handler=_controller_sim)
 
     commands.add_parser("config", help="print the effective settings").set_defaults(handler=_config)
     return parser

@@ -126,6 +126,34 @@ class DeadlineSettings(EnvSettings):
 
 
 @dataclasses.dataclass(frozen=True)
+class RelaySettings(EnvSettings):
+    relay_batch_size: int = setting(500, "Outbox rows claimed and published per batch.")
+    relay_idle_poll_min_ms: float = setting(
+        5.0, "Pause after a partial batch; doubles while the outbox stays empty."
+    )
+    relay_idle_poll_max_ms: float = setting(100.0, "Longest pause between polls when idle.")
+    relay_leader_wait_seconds: float = setting(
+        1.0, "A standby waits this long in GET_LOCK per try; bounds failover time."
+    )
+    relay_lock_name: str = setting("aimtp.relay", "MySQL lock name that elects the active relay.")
+    relay_publish_timeout_seconds: float = setting(
+        15.0, "How long a batch waits for broker acks before it is retried."
+    )
+    relay_retention_hours: float = setting(24.0, "Published rows are purged after this long.")
+    relay_purge_interval_seconds: float = setting(60.0, "How often the purge runs.")
+    relay_purge_batch: int = setting(1000, "Rows deleted per purge statement.")
+    relay_metrics_port: int = setting(9101, "Port of the relay's /metrics, /healthz, /readyz.")
+    relay_grace_seconds: float = setting(20.0, "SIGTERM drain limit before in-flight work is cut.")
+
+
+@dataclasses.dataclass(frozen=True)
+class OpsSettings(EnvSettings):
+    ops_host: str = setting(
+        "127.0.0.1", "Bind address of the background processes' metrics and probes."
+    )
+
+
+@dataclasses.dataclass(frozen=True)
 class LogSettings(EnvSettings):
     log_level: str = setting("INFO", "Log level of every process (logs are JSON lines).")
 
@@ -138,6 +166,8 @@ def all_settings() -> Iterator[type[EnvSettings]]:
         ServerSettings,
         SpecSettings,
         DeadlineSettings,
+        RelaySettings,
+        OpsSettings,
         LogSettings,
     )
 

@@ -46,3 +46,56 @@ VALUES (:event_id, :dag_id, :event_type, :source, :payload, :traceparent, 'pendi
 -- name: release_idempotency_key
 UPDATE dags SET idempotency_key = NULL, request_hash = NULL
 WHERE id = :id AND tenant = :tenant;
+
+-- ---------------------------------------------------------------- relay
+
+-- Unpublished rows in id order. Selected by status, never by "id above the last one
+-- sent", so a row whose transaction commits late is still found. SKIP LOCKED steps
+-- over rows of transactions still in flight instead of waiting for them. Rows of a
+-- DAG that has a parked row wait behind it, keeping that DAG's order.
+-- name: claim_outbox_batch
+SELECT o.id, o.event_id, o.dag_id, o.event_type, o.source, o.payload, o.traceparent,
+       o.created_at
+FROM outbox o
+WHERE o.status = 'pending'
+  AND NOT EXISTS (
+    SELECT 1 FROM outbox p WHERE p.status = 'parked' AND p.dag_id = o.dag_id AND p.id < o.id
+  )
+ORDER BY o.id
+LIMIT :limit
+FOR UPDATE SKIP LOCKED;
+
+-- name: mark_outbox_published
+UPDATE outbox SET status = 'published', published_at = :published_at
+WHERE id IN :ids AND status = 'pending';
+
+-- name: park_outbox_row
+UPDATE outbox SET status = 'parked', park_reason = :reason
+WHERE id = :id AND status = 'pending';
+
+-- name: outbox_pending_stats
+SELECT COUNT(*) AS pending,
+       (SELECT created_at FROM outbox WHERE status = 'pending' ORDER BY id LIMIT 1) AS oldest,
+       (SELECT COUNT(*) FROM outbox WHERE status = 'parked') AS parked
+FROM outbox WHERE status = 'pending';
+
+-- name: purge_outbox
+DELETE FROM outbox
+WHERE status IN ('published', 'dropped') AND published_at < :cutoff
+LIMIT :limit;
+
+-- name: list_parked_outbox
+SELECT id, event_id, dag_id, event_type, created_at, park_reason
+FROM outbox WHERE status = 'parked' ORDER BY id;
+
+-- An operator re-queues a parked row after fixing its cause.
+-- name: release_parked_outbox
+UPDATE outbox SET status = 'pending', park_reason = NULL
+WHERE id = :id AND status = 'parked';
+
+-- An operator discards a parked row; the row stays, marked and explained, until purged.
+-- name: drop_parked_outbox
+UPDATE outbox
+SET status = 'dropped', published_at = :now,
+    park_reason = LEFT(CONCAT('dropped by operator; was: ', COALESCE(park_reason, '')), 1024)
+WHERE id = :id AND status = 'parked';
