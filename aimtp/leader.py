@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -30,7 +30,9 @@ class LeaderLock:
             isolation_level="AUTOCOMMIT",
             connect_args={"connect_timeout": 5},
         )
-        self.name = name
+        # GET_LOCK names are server-wide: scope them to the database, so installations
+        # (and test suites) sharing one MySQL server elect their leaders separately.
+        self.name = f"{make_url(database_url).database}:{name}"
         self._conn: AsyncConnection | None = None
 
     @property

@@ -17,12 +17,14 @@ AIMTP="$ROOT/.venv/bin/aimtp"
 # name -> command line; each process logs JSON lines to .local/logs/NAME.log.
 declare -A PROCESSES=(
   [server]="$AIMTP server"
+  [relay]="$AIMTP relay"
 )
 # name -> URL answering 200 when the process is ready.
 declare -A HEALTH=(
   [server]="http://127.0.0.1:${AIMTP_HTTP_PORT}/healthz"
+  [relay]="http://127.0.0.1:${AIMTP_RELAY_METRICS_PORT}/healthz"
 )
-ORDER=(server)
+ORDER=(server relay)
 
 healthy() { "$ROOT/.venv/bin/python" - "$1" <<'PY'
 import sys, urllib.request
@@ -32,6 +34,7 @@ PY
 
 up() {
   "$AIMTP" db init >/dev/null
+  "$AIMTP" kafka init >/dev/null
   for name in "${ORDER[@]}"; do
     local pidfile="$RUN/$name.pid"
     if [[ -f $pidfile ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then continue; fi
@@ -58,6 +61,7 @@ banner() {
   AIMTP is running.
     API        http://127.0.0.1:${AIMTP_HTTP_PORT}/v1/dags
     API docs   http://127.0.0.1:${AIMTP_HTTP_PORT}/docs
+    metrics    relay :${AIMTP_RELAY_METRICS_PORT}/metrics
     dev token  ${AIMTP_DEV_TOKEN}
     logs       .local/logs/
 
