@@ -90,5 +90,6 @@ def create_app(
             ),
             security=[{"bearer": []}],
         ),
+        logging_config=None,  # aimtp.logs owns logging: JSON lines
         debug=False,
     )

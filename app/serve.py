@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+from types import FrameType
+
 import uvicorn
 
 from aimtp.logs import configure_logging
 from aimtp.settings import LogSettings, ServerSettings, load
 from app.main import create_app
+
+GRACE_SECONDS = 20
+
+
+class _GracefulServer(uvicorn.Server):
+    """Exits 0 after a SIGTERM/SIGINT drain.
+
+    uvicorn re-raises the caught signal once it has shut down, so a clean stop would
+    end with "killed by SIGTERM"; supervisors should see a clean exit instead.
+    """
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        self._captured_signals.clear()
 
 
 def serve(host: str | None = None, port: int | None = None) -> int:
@@ -21,7 +37,7 @@ def serve(host: str | None = None, port: int | None = None) -> int:
         access_log=False,
         log_config=None,
         server_header=False,
-        timeout_graceful_shutdown=20,
+        timeout_graceful_shutdown=GRACE_SECONDS,
     )
-    uvicorn.Server(config).run()
+    _GracefulServer(config).run()
     return 0

@@ -23,3 +23,5 @@ os.environ.update(
         "AIMTP_LOG_LEVEL": "WARNING",
     }
 )
+
+pytest_plugins = ["tests.db_fixtures"]
