@@ -9,7 +9,7 @@ UV_VERSION := 0.13.9
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 LOCAL := infra/local
 
-.PHONY: help venv infra up down run test lint fmt
+.PHONY: help venv infra up down run test lint fmt docs
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -47,3 +47,6 @@ lint: venv ## ruff (lint + format check) and mypy
 fmt: venv ## apply ruff's formatting and safe fixes
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+docs: venv ## regenerate the configuration table in README.md
+	$(PY) infra/local/readme_settings.py
