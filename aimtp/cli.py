@@ -107,7 +107,20 @@ def _controller_sim(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def settings_markdown() -> str:
+    """The configuration table of the README, generated from the settings declarations."""
+    lines = ["| Variable | Default | Meaning |", "| --- | --- | --- |"]
+    for kind in all_settings():
+        for variable, default, help_text in kind.describe():
+            shown = f"`{default}`" if default != "" else "(empty)"
+            lines.append(f"| `{variable}` | {shown} | {help_text} |")
+    return "\n".join(lines)
+
+
 def _config(args: argparse.Namespace) -> int:
+    if args.markdown:
+        print(settings_markdown())
+        return 0
     for kind in all_settings():
         current = kind.from_env()
         for variable, default, help_text in kind.describe():
@@ -162,7 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_controller_sim_arguments(sim)
     sim.set_defaults(handler=_controller_sim)
 
-    commands.add_parser("config", help="print the effective settings").set_defaults(handler=_config)
+    config = commands.add_parser("config", help="print the effective settings")
+    config.add_argument(
+        "--markdown", action="store_true", help="print the documented defaults as a table"
+    )
+    config.set_defaults(handler=_config)
     return parser
 
 
