@@ -58,6 +58,12 @@ def _relay(args: argparse.Namespace) -> int:
     return run_relay()
 
 
+def _watcher(args: argparse.Namespace) -> int:
+    from sweeper import run_watcher
+
+    return run_watcher(once=args.once)
+
+
 def _kafka_init(args: argparse.Namespace) -> int:
     from aimtp.kafka import ensure_topics
     from aimtp.settings import KafkaSettings
@@ -150,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("relay", help="run aimtp-relay, the outbox publisher").set_defaults(
         handler=_relay
     )
+
+    watcher = commands.add_parser("watcher", help="run aimtp-watcher, the deadline sweeper")
+    watcher.add_argument(
+        "--once", action="store_true", help="one sweep, then exit (the CronJob form)"
+    )
+    watcher.set_defaults(handler=_watcher)
 
     kafka = commands.add_parser("kafka", help="Kafka tasks")
     kafka_commands = kafka.add_subparsers(dest="kafka_command", required=True, metavar="TASK")

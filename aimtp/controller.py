@@ -25,6 +25,9 @@ import aiohttp
 import msgspec
 from yarl import URL
 
+from aimtp import metrics
+from aimtp.settings import ControllerSettings, load
+
 __all__ = [
     "WORKLOADS_PATH",
     "ControllerClient",
@@ -347,3 +350,20 @@ def _parse_retry_after(value: str | None) -> float | None:
     except ValueError:
         return None
     return seconds if seconds >= 0 else None
+
+
+def controller_client(settings: ControllerSettings | None = None) -> ControllerClient:
+    """The Controller client of a process, from settings, with call latency metrics attached."""
+    settings = settings or load(ControllerSettings)
+
+    def observe(operation: str, status: str, seconds: float) -> None:
+        metrics.CONTROLLER_CALL_SECONDS.labels(operation, status).observe(seconds)
+
+    return ControllerClient(
+        settings.controller_url,
+        settings.controller_token,
+        timeout_seconds=settings.controller_timeout_seconds,
+        connect_timeout_seconds=settings.controller_connect_timeout_seconds,
+        max_connections=settings.controller_max_connections,
+        on_call=observe,
+    )

@@ -37,3 +37,66 @@ RELAY_BATCH_SIZE = Histogram(
     buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500),
 )
 RELAY_ACTIVE = Gauge("aimtp_relay_active", "1 while this relay holds the leadership, else 0.")
+
+# ---------------------------------------------------------------- trigger
+# Controller calls take milliseconds when healthy and up to the client timeout when not.
+_CALL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+TRIGGER_EVENTS = Counter(
+    "aimtp_trigger_events_total",
+    "Events the trigger finished, by event type and result (triggered, failed, deferred, "
+    "cancelled, duplicate, stale, unknown_dag, ignored).",
+    ["event_type", "result"],
+)
+TRIGGER_DEAD_LETTERS = Counter(
+    "aimtp_trigger_dead_letters_total",
+    "Records the trigger could not read, sent to the dead-letter topic, by reason.",
+    ["reason"],
+)
+TRIGGER_IN_FLIGHT = Gauge(
+    "aimtp_trigger_in_flight", "Records taken from Kafka whose handling has not finished."
+)
+TRIGGER_HANDLER_ERRORS = Counter(
+    "aimtp_trigger_handler_errors_total",
+    "Unexpected failures while handling a record (database down, bugs); the record is retried.",
+)
+CONTROLLER_CALL_SECONDS = Histogram(
+    "aimtp_controller_call_seconds",
+    "Controller API calls by operation and HTTP status (or timeout / error).",
+    ["operation", "status"],
+    buckets=_CALL_BUCKETS,
+)
+
+# ---------------------------------------------------------------- status callbacks
+STATUS_CALLBACKS = Counter(
+    "aimtp_status_callbacks_total",
+    "Controller status reports received, by result (applied, stale, unknown_dag).",
+    ["result"],
+)
+
+# ---------------------------------------------------------------- watcher
+WATCHER_SWEEPS = Counter("aimtp_watcher_sweeps_total", "Sweeps run, by result.", ["result"])
+WATCHER_SWEEP_SECONDS = Histogram(
+    "aimtp_watcher_sweep_duration_seconds",
+    "Duration of one sweep.",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
+WATCHER_OVERDUE = Gauge(
+    "aimtp_watcher_overdue_dags",
+    "DAGs found past a deadline in the last sweep, by state (RUNNING_TIMEOUT for timeouts).",
+    ["state"],
+)
+WATCHER_ACTIONS = Counter(
+    "aimtp_watcher_actions_total",
+    "Recoveries the watcher made, by kind (reemit, retrigger, fail, refresh, succeed, "
+    "timeout, cancel, orphan_deleted, skipped).",
+    ["action"],
+)
+WATCHER_ORPHANS = Gauge(
+    "aimtp_watcher_orphan_workloads",
+    "Workloads the Controller runs with no live DAG here, at the last sweep.",
+)
+WATCHER_ACTIVE = Gauge("aimtp_watcher_active", "1 while this watcher holds the leadership, else 0.")
+DAGS_BY_STATE = Gauge(
+    "aimtp_dags", "DAGs in each non-terminal state, refreshed every sweep.", ["state"]
+)

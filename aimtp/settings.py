@@ -147,6 +147,77 @@ class RelaySettings(EnvSettings):
 
 
 @dataclasses.dataclass(frozen=True)
+class ControllerSettings(EnvSettings):
+    controller_url: str = setting("http://127.0.0.1:8001", "Base URL of the Controller API.")
+    controller_token: str = setting("", "Bearer credential AIMTP presents to the Controller.")
+    controller_timeout_seconds: float = setting(
+        10.0, "Longest a Controller call may take; a slower one counts as unavailable."
+    )
+    controller_connect_timeout_seconds: float = setting(
+        3.0, "Longest wait for a TCP connection to the Controller."
+    )
+    controller_max_connections: int = setting(
+        100, "Connections to the Controller kept per process; further calls queue for one."
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class TriggerSettings(EnvSettings):
+    trigger_group: str = setting("aimtp-trigger", "Kafka consumer group of the triggers.")
+    trigger_concurrency: int = setting(
+        256, "Events one trigger works on at once (across DAGs; one DAG's events run in order)."
+    )
+    trigger_retry_attempts: int = setting(
+        6, "Controller calls per event before a DAG is left to the watcher."
+    )
+    trigger_retry_base_seconds: float = setting(
+        0.5, "First retry waits up to this long; doubles per retry (full jitter)."
+    )
+    trigger_retry_cap_seconds: float = setting(
+        10.0, "Longest wait between two Controller calls (also caps Retry-After)."
+    )
+    trigger_retry_budget_seconds: float = setting(
+        30.0, "Time one event may spend retrying the Controller; below the TRIGGERING deadline."
+    )
+    trigger_commit_interval_ms: float = setting(
+        250.0, "How often finished offsets are committed to Kafka."
+    )
+    trigger_processed_retention_hours: float = setting(
+        168.0, "Handled-event records are kept this long for duplicate detection."
+    )
+    trigger_metrics_port: int = setting(9102, "Port of the trigger's /metrics, /healthz, /readyz.")
+    trigger_grace_seconds: float = setting(
+        20.0, "SIGTERM drain limit: in-flight events finish and offsets are committed."
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class WatcherSettings(EnvSettings):
+    watcher_interval_seconds: float = setting(
+        5.0, "Time between sweeps; a standby takes over within one interval."
+    )
+    watcher_batch_size: int = setting(200, "DAGs handled per rule and batch of a sweep.")
+    watcher_max_batches: int = setting(
+        10, "Batches per rule and sweep; the rest waits for the next sweep."
+    )
+    watcher_concurrency: int = setting(16, "DAGs acted on at once within a batch.")
+    watcher_max_reemits: int = setting(
+        3, "dag.submitted re-emits per attempt before a PENDING DAG is FAILED."
+    )
+    watcher_max_attempts: int = setting(
+        3, "Trigger attempts (first one included) before a DAG is FAILED."
+    )
+    watcher_delete_orphans: bool = setting(
+        False, "Delete workloads the Controller runs for DAGs that are gone or finished here."
+    )
+    watcher_lock_name: str = setting("aimtp.watcher", "MySQL lock name that elects the sweeper.")
+    watcher_metrics_port: int = setting(9103, "Port of the watcher's /metrics, /healthz, /readyz.")
+    watcher_grace_seconds: float = setting(
+        20.0, "SIGTERM drain limit: the sweep in flight finishes first."
+    )
+
+
+@dataclasses.dataclass(frozen=True)
 class OpsSettings(EnvSettings):
     ops_host: str = setting(
         "127.0.0.1", "Bind address of the background processes' metrics and probes."
@@ -167,6 +238,9 @@ def all_settings() -> Iterator[type[EnvSettings]]:
         SpecSettings,
         DeadlineSettings,
         RelaySettings,
+        ControllerSettings,
+        TriggerSettings,
+        WatcherSettings,
         OpsSettings,
         LogSettings,
     )

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,15 +55,3 @@ async def read_topic(topic: str, expected: int, timeout: float = 30.0) -> list[R
     finally:
         await consumer.stop()
     return records
-
-
-async def wait_until(
-    predicate: Callable[[], Awaitable[bool]], timeout: float, interval: float = 0.1
-) -> float:
-    """Poll an async predicate; returns the seconds waited, raises on timeout."""
-    start = time.monotonic()
-    while not await predicate():
-        if time.monotonic() - start > timeout:
-            raise TimeoutError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
-    return time.monotonic() - start

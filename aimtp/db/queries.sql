@@ -99,3 +99,43 @@ UPDATE outbox
 SET status = 'dropped', published_at = :now,
     park_reason = LEFT(CONCAT('dropped by operator; was: ', COALESCE(park_reason, '')), 1024)
 WHERE id = :id AND status = 'parked';
+
+-- ---------------------------------------------------------------- processed events
+
+-- Written in the transaction of the state change an event caused, so a redelivered
+-- event is recognised. A duplicate key means another consumer handled it first.
+-- name: insert_processed_event
+INSERT INTO processed_events (consumer, event_id, processed_at)
+VALUES (:consumer, :event_id, :processed_at);
+
+-- name: get_processed_event
+SELECT processed_at FROM processed_events WHERE consumer = :consumer AND event_id = :event_id;
+
+-- Duplicates older than the retention are caught by the DAG's state instead.
+-- name: purge_processed_events
+DELETE FROM processed_events WHERE processed_at < :cutoff LIMIT :limit;
+
+-- ---------------------------------------------------------------- watcher
+
+-- DAGs whose current state outlived its deadline; served by (state, deadline_at), so
+-- finished DAGs (deadline NULL, other states) cost nothing however many there are.
+-- name: overdue_dags
+SELECT * FROM dags
+WHERE state = :state AND deadline_at <= :now
+ORDER BY deadline_at
+LIMIT :limit;
+
+-- RUNNING DAGs past their own timeout_seconds; served by (state, timeout_at).
+-- name: timed_out_dags
+SELECT * FROM dags
+WHERE state = 'RUNNING' AND timeout_at <= :now
+ORDER BY timeout_at
+LIMIT :limit;
+
+-- name: count_live_dags
+SELECT state, COUNT(*) FROM dags
+WHERE state IN ('PENDING', 'TRIGGERING', 'RUNNING', 'CANCELLING')
+GROUP BY state;
+
+-- name: dag_states_by_id
+SELECT id, state FROM dags WHERE id IN :ids;

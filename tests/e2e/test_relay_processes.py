@@ -19,7 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from aimtp.db import QUERIES
 from aimtp.db.records import utcnow
 from aimtp.ids import new_id
-from tests.kafka_reader import Record, read_topic, wait_until
+from tests.kafka_reader import Record, read_topic
+from tests.polling import wait_until
 from tests.processes import ROOT, Process, free_port
 from tests.services import create_topic, unique_topic
 

@@ -80,7 +80,7 @@ async def drain(relay: Relay) -> int:
 async def statuses(engine: AsyncEngine) -> dict[str, int]:
     async with engine.connect() as conn:
         rows = await conn.execute(text("SELECT status, COUNT(*) FROM outbox GROUP BY status"))
-        return dict(rows)
+        return {row[0]: row[1] for row in rows}
 
 
 async def test_round_trip_with_cloudevents_headers(
