@@ -8,11 +8,14 @@ UV := $(VENV)/bin/uv
 UV_VERSION := 0.13.9
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 LOCAL := infra/local
+# kustomize renders infra/k8s for the deployment tests; built once from its Go module.
+KUSTOMIZE_VERSION := v5.8.1
+KUSTOMIZE := .local/bin/kustomize
 
-.PHONY: help venv infra up down run test lint fmt docs
+.PHONY: help venv infra up down run test lint fmt docs kustomize
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(VENV)/.synced: pyproject.toml uv.lock
 	@test -x $(UV) || { python3 -m venv $(VENV) && $(VENV)/bin/pip install -q uv==$(UV_VERSION); }
@@ -36,7 +39,7 @@ down: ## stop everything `make up` or `make run` started
 run: infra ## run the whole stack in the foreground; Ctrl-C stops it
 	@bash $(LOCAL)/stack.sh run
 
-test: lint infra ## lint, then the full suite against real MariaDB and Kafka
+test: lint infra kustomize ## lint, then the full suite against real MariaDB and Kafka
 	$(PY) -m pytest
 
 lint: venv ## ruff (lint + format check) and mypy
@@ -50,3 +53,10 @@ fmt: venv ## apply ruff's formatting and safe fixes
 
 docs: venv ## regenerate the configuration table in README.md
 	$(PY) infra/local/readme_settings.py
+
+# Checks the version rather than the file, so a bumped KUSTOMIZE_VERSION rebuilds.
+kustomize: ## build the pinned kustomize into .local/bin (once, about a minute; needs Go)
+	@[[ "$$($(KUSTOMIZE) version 2>/dev/null)" == "$(KUSTOMIZE_VERSION)" ]] || { \
+	  command -v go >/dev/null || { echo "kustomize is built from source: install Go" >&2; exit 1; }; \
+	  echo "building kustomize $(KUSTOMIZE_VERSION) into $(KUSTOMIZE)"; \
+	  GOBIN=$(CURDIR)/.local/bin CGO_ENABLED=0 go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION); }
