@@ -24,9 +24,10 @@ $(VENV)/.synced: pyproject.toml uv.lock
 
 venv: $(VENV)/.synced ## create .venv from the lock file
 
-infra: venv ## start MariaDB and Kafka (installed on first use)
+infra: venv ## start MariaDB and Kafka (installed on first use), install Prometheus
 	@bash $(LOCAL)/mariadb.sh up
 	@bash $(LOCAL)/kafka.sh up
+	@bash $(LOCAL)/prometheus.sh install
 
 up: infra ## start the whole stack in the background and wait until healthy
 	@bash $(LOCAL)/stack.sh up

@@ -58,6 +58,22 @@ def _relay(args: argparse.Namespace) -> int:
     return run_relay()
 
 
+def _trigger(args: argparse.Namespace) -> int:
+    from consumers import run_trigger
+
+    return run_trigger()
+
+
+def _asyncapi(args: argparse.Namespace) -> int:
+    from aimtp.asyncapi import asyncapi_json
+    from aimtp.settings import KafkaSettings
+
+    # --defaults ignores AIMTP_* overrides: that is the document checked into docs/.
+    settings = KafkaSettings() if args.defaults else load(KafkaSettings)
+    sys.stdout.write(asyncapi_json(settings))
+    return 0
+
+
 def _watcher(args: argparse.Namespace) -> int:
     from sweeper import run_watcher
 
@@ -157,6 +173,20 @@ def build_parser() -> argparse.ArgumentParser:
         handler=_relay
     )
 
+    commands.add_parser(
+        "trigger", help="run aimtp-trigger, which hands DAGs to the Controller"
+    ).set_defaults(handler=_trigger)
+
+    asyncapi = commands.add_parser(
+        "asyncapi", help="print the AsyncAPI document of the Kafka topics (JSON)"
+    )
+    asyncapi.add_argument(
+        "--defaults",
+        action="store_true",
+        help="document the default topic names and bootstrap (as in docs/asyncapi.json)",
+    )
+    asyncapi.set_defaults(handler=_asyncapi)
+
     watcher = commands.add_parser("watcher", help="run aimtp-watcher, the deadline sweeper")
     watcher.add_argument(
         "--once", action="store_true", help="one sweep, then exit (the CronJob form)"
@@ -186,6 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_controller_sim_arguments(sim)
     sim.set_defaults(handler=_controller_sim)
+
+    from aimtp.usercli import add_user_commands
+
+    add_user_commands(commands)
 
     config = commands.add_parser("config", help="print the effective settings")
     config.add_argument(

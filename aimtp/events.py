@@ -50,7 +50,6 @@ class Actor(StrEnum):
     TRIGGER = "trigger"
     WATCHER = "watcher"
     CONTROLLER = "controller"
-    USER = "user"
 
 
 class DagEvent(msgspec.Struct, kw_only=True, frozen=True):

@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from aimtp import metrics
 from aimtp.db import QUERIES
 from aimtp.db.records import DagRecord, utcnow
 from aimtp.events import EVENT_FOR_STATE, SCHEMA_VERSION, Actor, DagEvent, encode_event
@@ -67,6 +68,20 @@ async def submit_dag(
         updated_at=now,
     )
     await conn.execute(QUERIES["insert_dag"], dag.to_params())
+    if labels:
+        await conn.execute(
+            QUERIES["insert_dag_label"],
+            [
+                {
+                    "tenant": tenant,
+                    "label_key": key,
+                    "label_value": value,
+                    "created_at": now,
+                    "dag_id": dag.id,
+                }
+                for key, value in labels.items()
+            ],
+        )
     await _record_change(
         conn, dag, previous=None, actor=actor, reason=None, traceparent=traceparent
     )
@@ -133,6 +148,10 @@ async def _record_change(
     traceparent: str | None,
 ) -> None:
     now = dag.updated_at
+    # Counted when written; a transaction rolled back afterwards over-counts by one.
+    metrics.DAG_TRANSITIONS.labels(
+        "none" if previous is None else previous.value, dag.state.value
+    ).inc()
     await conn.execute(
         QUERIES["insert_transition"],
         {

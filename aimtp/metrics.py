@@ -56,6 +56,11 @@ TRIGGER_DEAD_LETTERS = Counter(
 TRIGGER_IN_FLIGHT = Gauge(
     "aimtp_trigger_in_flight", "Records taken from Kafka whose handling has not finished."
 )
+TRIGGER_CONSUMER_LAG = Gauge(
+    "aimtp_trigger_consumer_lag",
+    "Records not yet committed by the trigger group, per partition this process owns.",
+    ["partition"],
+)
 TRIGGER_HANDLER_ERRORS = Counter(
     "aimtp_trigger_handler_errors_total",
     "Unexpected failures while handling a record (database down, bugs); the record is retried.",
@@ -99,4 +104,16 @@ WATCHER_ORPHANS = Gauge(
 WATCHER_ACTIVE = Gauge("aimtp_watcher_active", "1 while this watcher holds the leadership, else 0.")
 DAGS_BY_STATE = Gauge(
     "aimtp_dags", "DAGs in each non-terminal state, refreshed every sweep.", ["state"]
+)
+for _action in (
+    "reemit", "retrigger", "fail", "refresh", "succeed", "timeout", "cancel",
+    "orphan_deleted", "skipped",
+):  # fmt: skip
+    WATCHER_ACTIONS.labels(_action)  # present at 0, so dashboards show a flat line
+
+# ---------------------------------------------------------------- lifecycle
+DAG_TRANSITIONS = Counter(
+    "aimtp_dag_transitions_total",
+    "DAG state transitions written, by from and to state (from_state 'none' on submit).",
+    ["from_state", "to_state"],
 )

@@ -92,6 +92,12 @@ class ServerSettings(EnvSettings):
         "", "Bearer credential the Controller presents on status callbacks."
     )
     max_body_bytes: int = setting(1024 * 1024, "Largest request body accepted (413 above).")
+    rate_limit_per_second: int = setting(
+        200, "Requests per second one tenant may make to one server process (429 above; 0: off)."
+    )
+    request_timeout_seconds: float = setting(
+        30.0, "A request still running after this long is abandoned with a 503."
+    )
     idempotency_window_seconds: int = setting(
         86400, "How long an Idempotency-Key keeps answering with the DAG it created."
     )

@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from typing import Any
 
-from litestar import Litestar
+from litestar import Litestar, Request
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
+from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
@@ -18,13 +20,32 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from aimtp.db import create_engine
 from aimtp.settings import DatabaseSettings, ServerSettings, SpecSettings, load
 from aimtp.spec import SpecLimits
-from app.auth import BearerAuthMiddleware, TokenRegistry
+from app.auth import BearerAuthMiddleware, Tenant, TokenRegistry
 from app.problems import EXCEPTION_HANDLERS
-from app.routes import dags, health
+from app.routes import asyncapi, dags, health, status
 from app.service import DagService
+from app.timeouts import RequestTimeoutMiddleware
 
 # Paths that need no token: probes, metrics and the API documentation.
 PUBLIC_PATHS = ["^/healthz$", "^/readyz$", "^/metrics$", "^/docs"]
+
+
+def _tenant_of(request: Request[Any, Any, Any]) -> str:
+    user = request.scope.get("user")
+    return f"tenant:{user.name}" if isinstance(user, Tenant) else "anonymous"
+
+
+def _rate_limit(server: ServerSettings) -> list[DefineMiddleware]:
+    """Per-tenant request rate, counted in each server process (0 turns it off)."""
+    if server.rate_limit_per_second <= 0:
+        return []
+    config = RateLimitConfig(
+        rate_limit=("second", server.rate_limit_per_second),
+        identifier_for_request=_tenant_of,
+        # Probes, docs and the Controller's status callbacks are never throttled.
+        exclude=[*PUBLIC_PATHS, r"^/v1/dags/[^/]+/status$"],
+    )
+    return [config.middleware]
 
 
 def create_app(
@@ -58,7 +79,13 @@ def create_app(
     return Litestar(
         route_handlers=[
             dags.submit_dag,
+            dags.list_dags,
             dags.get_dag,
+            dags.cancel_dag,
+            dags.retry_dag,
+            dags.dag_events,
+            status.report_status,
+            asyncapi.asyncapi_json,
             health.healthz,
             health.readyz,
             PrometheusController,
@@ -68,6 +95,8 @@ def create_app(
         middleware=[
             prometheus.middleware,
             DefineMiddleware(BearerAuthMiddleware, registry=registry, exclude=PUBLIC_PATHS),
+            *_rate_limit(server),
+            RequestTimeoutMiddleware(server.request_timeout_seconds),
         ],
         exception_handlers=dict(EXCEPTION_HANDLERS),
         request_max_body_size=server.max_body_bytes,

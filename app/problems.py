@@ -114,7 +114,11 @@ def _on_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> R
         instance=request.url.path,
         errors=errors or None,
     )
-    return problem_response(problem, exc.headers)
+    headers = dict(exc.headers or {})
+    if status == 429 and "Retry-After" not in headers:
+        # Litestar's limiter says when the window resets; RFC 9110 clients read Retry-After.
+        headers["Retry-After"] = str(max(1, int(headers.get("RateLimit-Reset", "1"))))
+    return problem_response(problem, headers)
 
 
 def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

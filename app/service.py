@@ -7,8 +7,10 @@ methods and map the exceptions below to their own error shapes.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 import msgspec
 from sqlalchemy.exc import IntegrityError
@@ -16,8 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from aimtp.db import QUERIES
 from aimtp.db.records import DagRecord, utcnow
-from aimtp.lifecycle import submit_dag
+from aimtp.events import Actor
+from aimtp.lifecycle import submit_dag, transition
 from aimtp.spec import DagSpec, SpecLimits, decode_dag_spec
+from aimtp.states import DagState
+from app.listing import DagFilter, list_dags
 
 
 class DagNotFound(LookupError):
@@ -35,6 +40,28 @@ class IdempotencyConflict(Exception):
             f"(DAG {dag_id}); use a new key for a new DAG"
         )
         self.dag_id = dag_id
+
+
+class InvalidState(Exception):
+    """The DAG's state does not allow the requested operation."""
+
+    def __init__(self, dag: DagRecord, operation: str, allowed: str) -> None:
+        super().__init__(f"cannot {operation} a DAG in state {dag.state}; allowed from {allowed}")
+        self.dag = dag
+
+
+class BusyDag(Exception):
+    """The DAG kept changing under a request; the client may retry."""
+
+
+@dataclass(frozen=True)
+class Transition:
+    from_state: DagState | None
+    to_state: DagState
+    attempt: int
+    actor: str
+    reason: str | None
+    at: datetime
 
 
 @dataclass(frozen=True)
@@ -114,9 +141,105 @@ class DagService:
 
     async def get(self, tenant: str, dag_id: str) -> DagRecord:
         async with self._engine.connect() as conn:
-            row = (
-                await conn.execute(QUERIES["get_tenant_dag"], {"id": dag_id, "tenant": tenant})
-            ).first()
-        if row is None:
-            raise DagNotFound(dag_id)
-        return DagRecord.from_row(row)
+            return await _tenant_dag(conn, tenant, dag_id)
+
+    async def search(
+        self, tenant: str, filters: DagFilter, limit: int, page_token: str | None
+    ) -> tuple[list[DagRecord], str | None]:
+        """Raises ``InvalidPageToken``."""
+        async with self._engine.connect() as conn:
+            return await list_dags(conn, tenant, filters, limit, page_token)
+
+    async def cancel(
+        self, tenant: str, dag_id: str, *, traceparent: str | None = None
+    ) -> DagRecord:
+        """Ask for the DAG to be cancelled: CANCELLING plus ``dag.cancel_requested``.
+
+        Idempotent: a DAG already cancelling or cancelled is returned as it is.
+        """
+
+        def change(dag: DagRecord) -> tuple[DagState, dict[str, Any]] | None:
+            if dag.state in (DagState.CANCELLING, DagState.CANCELLED):
+                return None
+            if dag.state.terminal:
+                raise InvalidState(dag, "cancel", "PENDING, TRIGGERING or RUNNING")
+            return DagState.CANCELLING, {}
+
+        return await self._change(
+            tenant, dag_id, change, f"cancel requested by {tenant}", traceparent
+        )
+
+    async def retry(self, tenant: str, dag_id: str, *, traceparent: str | None = None) -> DagRecord:
+        """Run a FAILED, TIMED_OUT or CANCELLED DAG again as a new attempt."""
+
+        def change(dag: DagRecord) -> tuple[DagState, dict[str, Any]]:
+            if dag.state not in RETRYABLE_STATES:
+                raise InvalidState(dag, "retry", "FAILED, TIMED_OUT or CANCELLED")
+            return DagState.PENDING, {
+                "attempt": dag.attempt + 1,
+                "reemits": 0,
+                "error": None,
+                "controller_ref": None,
+                "task_phases": None,
+                "status_at": None,
+                "timeout_at": None,
+            }
+
+        return await self._change(
+            tenant, dag_id, change, f"retry requested by {tenant}", traceparent
+        )
+
+    async def history(self, tenant: str, dag_id: str, limit: int = 1000) -> list[Transition]:
+        async with self._engine.connect() as conn:
+            await _tenant_dag(conn, tenant, dag_id)
+            rows = await conn.execute(QUERIES["dag_history"], {"dag_id": dag_id, "limit": limit})
+            return [
+                Transition(
+                    from_state=None if row.from_state is None else DagState(row.from_state),
+                    to_state=DagState(row.to_state),
+                    attempt=row.attempt,
+                    actor=row.actor,
+                    reason=row.reason,
+                    at=row.created_at,
+                )
+                for row in rows
+            ]
+
+    async def _change(
+        self,
+        tenant: str,
+        dag_id: str,
+        decide: Callable[[DagRecord], tuple[DagState, dict[str, Any]] | None],
+        reason: str,
+        traceparent: str | None,
+    ) -> DagRecord:
+        """Read, decide, apply conditionally; re-read when another writer won the race."""
+        for _ in range(5):
+            async with self._engine.begin() as conn:
+                dag = await _tenant_dag(conn, tenant, dag_id)
+                decision = decide(dag)
+                if decision is None:
+                    return dag
+                target, changes = decision
+                moved = await transition(
+                    conn,
+                    dag,
+                    target,
+                    actor=Actor.SERVER,
+                    reason=reason,
+                    traceparent=traceparent,
+                    **changes,
+                )
+                if moved is not None:
+                    return moved
+        raise BusyDag(f"DAG {dag_id} kept changing; try again")
+
+
+RETRYABLE_STATES = frozenset({DagState.FAILED, DagState.TIMED_OUT, DagState.CANCELLED})
+
+
+async def _tenant_dag(conn: AsyncConnection, tenant: str, dag_id: str) -> DagRecord:
+    row = (await conn.execute(QUERIES["get_tenant_dag"], {"id": dag_id, "tenant": tenant})).first()
+    if row is None:
+        raise DagNotFound(dag_id)
+    return DagRecord.from_row(row)

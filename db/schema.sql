@@ -33,7 +33,19 @@ CREATE TABLE IF NOT EXISTS dags (
   UNIQUE KEY uq_dags_tenant_idempotency_key (tenant, idempotency_key),
   KEY ix_dags_state_deadline (state, deadline_at),
   KEY ix_dags_state_timeout (state, timeout_at),
-  KEY ix_dags_tenant_created (tenant, created_at, id)
+  KEY ix_dags_tenant_created (tenant, created_at, id),
+  KEY ix_dags_tenant_state_created (tenant, state, created_at, id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- Labels of each DAG, one row per label, written with the DAG: the index that serves
+-- `GET /v1/dags?label=key=value` newest first without scanning the tenant's DAGs.
+CREATE TABLE IF NOT EXISTS dag_labels (
+  tenant      VARCHAR(63) CHARACTER SET ascii NOT NULL,
+  label_key   VARCHAR(317) CHARACTER SET ascii NOT NULL,
+  label_value VARCHAR(63) CHARACTER SET ascii NOT NULL,
+  created_at  DATETIME(6) NOT NULL,
+  dag_id      CHAR(36) CHARACTER SET ascii NOT NULL,
+  PRIMARY KEY (tenant, label_key, label_value, created_at, dag_id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 -- The transactional outbox: written with the state change, published by aimtp-relay.

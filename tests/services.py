@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from aimtp.db import apply_schema, create_engine
 from aimtp.settings import DatabaseSettings, KafkaSettings, load
 
-TABLES = ("outbox", "dag_transitions", "processed_events", "dags")
+TABLES = ("outbox", "dag_transitions", "processed_events", "dag_labels", "dags")
 
 NOT_RUNNING = (
     "{what} is not reachable at {where}. The suite needs the real services: "

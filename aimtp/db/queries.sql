@@ -11,6 +11,10 @@ VALUES (:id, :tenant, :name, :spec, :labels, :state, :version, :attempt, :deadli
         :timeout_at, :reemits, :idempotency_key, :request_hash, :controller_ref, :error,
         :task_phases, :status_at, :created_at, :updated_at);
 
+-- name: insert_dag_label
+INSERT INTO dag_labels (tenant, label_key, label_value, created_at, dag_id)
+VALUES (:tenant, :label_key, :label_value, :created_at, :dag_id);
+
 -- name: get_dag
 SELECT * FROM dags WHERE id = :id;
 
@@ -29,6 +33,11 @@ SET state = :state, version = :version, attempt = :attempt, deadline_at = :deadl
     error = :error, task_phases = :task_phases, status_at = :status_at,
     updated_at = :updated_at
 WHERE id = :id AND state = :expected_state AND version = :expected_version;
+
+-- name: dag_history
+SELECT from_state, to_state, attempt, actor, reason, created_at
+FROM dag_transitions WHERE dag_id = :dag_id ORDER BY id
+LIMIT :limit;
 
 -- name: insert_transition
 INSERT INTO dag_transitions (dag_id, from_state, to_state, attempt, actor, reason, created_at)

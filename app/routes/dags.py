@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from litestar import Request, get, post
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example, OpenAPIMediaType, Operation, Reference, RequestBody
-from litestar.params import FromPath, HeaderParameter
+from litestar.params import FromHeader, FromPath, FromQuery, HeaderParameter, QueryParameter
 from litestar.response import Response
 
-from aimtp.spec import MalformedBody, SpecError
+from aimtp.db.records import DagRecord
+from aimtp.spec import FieldError, MalformedBody, SpecError
+from aimtp.states import DagState
 from aimtp.tracing import new_traceparent, valid_traceparent
 from app.auth import Tenant
+from app.listing import DagFilter, InvalidPageToken
 from app.problems import PROBLEM_JSON, Problem, ProblemError
-from app.schemas import DagView
-from app.service import DagNotFound, DagService, IdempotencyConflict
+from app.schemas import DagHistory, DagPage, DagSummary, DagView, TransitionView
+from app.service import BusyDag, DagNotFound, DagService, IdempotencyConflict, InvalidState
 
 MAX_IDEMPOTENCY_KEY = 255
+MAX_PAGE_SIZE = 500
 
 
 @dataclass
@@ -162,6 +168,96 @@ async def submit_dag(
     return Response(DagView.of(dag, submission.spec), status_code=202, headers=headers)
 
 
+_BAD_QUERY = _problem(
+    400,
+    "A query parameter is malformed.",
+    Problem(title="Bad Request", status=400, detail="label must look like key=value"),
+)
+_WRONG_STATE = _problem(
+    409,
+    "The DAG's state does not allow this; `state` says which it is in.",
+    Problem(
+        title="Conflict",
+        status=409,
+        detail="cannot cancel a DAG in state SUCCEEDED",
+        state="SUCCEEDED",
+    ),
+)
+
+
+def _filters(
+    state: list[DagState] | None,
+    label: list[str] | None,
+    name_prefix: str | None,
+    created_after: datetime | None,
+    created_before: datetime | None,
+) -> DagFilter:
+    labels: list[tuple[str, str]] = []
+    for selector in label or []:
+        for part in filter(None, (p.strip() for p in selector.split(","))):
+            key, sep, value = part.partition("=")
+            if not sep or not key:
+                raise ProblemError(
+                    400,
+                    "bad-query",
+                    f"label selector {part!r} must look like key=value",
+                    errors=[FieldError(field="label", message="expected key=value")],
+                )
+            labels.append((key, value))
+    return DagFilter(
+        states=tuple(dict.fromkeys(state or [])),
+        labels=tuple(labels),
+        name_prefix=name_prefix or None,
+        created_after=_naive_utc(created_after),
+        created_before=_naive_utc(created_before),
+    )
+
+
+def _naive_utc(moment: datetime | None) -> datetime | None:
+    if moment is None or moment.tzinfo is None:
+        return moment
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+@get(
+    "/v1/dags",
+    tags=["dags"],
+    summary="List and search DAGs",
+    responses={400: _BAD_QUERY, 401: _UNAUTHENTICATED},
+)
+async def list_dags(
+    request: Request[Tenant, Any, Any],
+    states: Annotated[
+        list[DagState] | None,
+        QueryParameter(name="state", description="Only DAGs in these states; repeatable."),
+    ] = None,
+    label: Annotated[
+        list[str] | None,
+        QueryParameter(description="Label selector `key=value`; repeat or comma-separate for AND."),
+    ] = None,
+    name_prefix: Annotated[str | None, QueryParameter(max_length=63)] = None,
+    created_after: FromQuery[datetime | None] = None,
+    created_before: FromQuery[datetime | None] = None,
+    limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE_SIZE)] = 50,
+    page_token: Annotated[str | None, QueryParameter(max_length=512)] = None,
+) -> DagPage:
+    """The caller's DAGs, newest first, filtered; follow `next_page_token` for more.
+
+    Pages stay stable while new DAGs arrive: a walk sees every DAG that existed when it
+    began exactly once.
+    """
+    filters = _filters(states, label, name_prefix, created_after, created_before)
+    try:
+        dags, token = await _service(request.app.state).search(
+            request.user.name, filters, limit, page_token
+        )
+    except InvalidPageToken as exc:
+        raise ProblemError(
+            400, "bad-query", str(exc), errors=[FieldError(field="page_token", message=str(exc))]
+        ) from None
+    return DagPage(items=[DagSummary.of(dag) for dag in dags], next_page_token=token)
+
+
 @get(
     "/v1/dags/{dag_id:str}",
     tags=["dags"],
@@ -176,4 +272,99 @@ async def get_dag(
         dag = await _service(state).get(request.user.name, dag_id)
     except DagNotFound as exc:
         raise ProblemError(404, "not-found", str(exc)) from None
+    return DagView.of(dag)
+
+
+@post(
+    "/v1/dags/{dag_id:str}/cancel",
+    status_code=202,
+    tags=["dags"],
+    summary="Cancel a DAG",
+    responses={401: _UNAUTHENTICATED, 404: _NOT_FOUND, 409: _WRONG_STATE},
+)
+async def cancel_dag(
+    request: Request[Tenant, Any, Any],
+    dag_id: FromPath[str],
+    traceparent: FromHeader[str | None] = None,
+) -> DagView:
+    """Moves the DAG to CANCELLING; the trigger deletes its workload at the Controller,
+    then it is CANCELLED. Idempotent: cancelling a cancelling or cancelled DAG returns it
+    unchanged. A DAG that already ended otherwise is a 409."""
+    return await _apply(
+        request,
+        dag_id,
+        lambda service, tenant, tp: service.cancel(tenant, dag_id, traceparent=tp),
+        traceparent,
+    )
+
+
+@post(
+    "/v1/dags/{dag_id:str}/retry",
+    status_code=202,
+    tags=["dags"],
+    summary="Retry a DAG",
+    responses={401: _UNAUTHENTICATED, 404: _NOT_FOUND, 409: _WRONG_STATE},
+)
+async def retry_dag(
+    request: Request[Tenant, Any, Any],
+    dag_id: FromPath[str],
+    traceparent: FromHeader[str | None] = None,
+) -> DagView:
+    """Runs a FAILED, TIMED_OUT or CANCELLED DAG again as a new attempt, through the
+    normal pipeline. Any other state is a 409."""
+    return await _apply(
+        request,
+        dag_id,
+        lambda service, tenant, tp: service.retry(tenant, dag_id, traceparent=tp),
+        traceparent,
+    )
+
+
+@get(
+    "/v1/dags/{dag_id:str}/events",
+    tags=["dags"],
+    summary="A DAG's history",
+    responses={401: _UNAUTHENTICATED, 404: _NOT_FOUND},
+)
+async def dag_events(request: Request[Tenant, Any, Any], dag_id: FromPath[str]) -> DagHistory:
+    """Every state transition of the DAG, oldest first, with time, actor (server,
+    trigger, watcher, controller) and reason."""
+    try:
+        history = await _service(request.app.state).history(request.user.name, dag_id)
+    except DagNotFound as exc:
+        raise ProblemError(404, "not-found", str(exc)) from None
+    return DagHistory(
+        dag_id=dag_id,
+        events=[
+            TransitionView(
+                at=t.at.replace(tzinfo=UTC),
+                from_state=t.from_state,
+                to_state=t.to_state,
+                attempt=t.attempt,
+                actor=t.actor,
+                reason=t.reason,
+            )
+            for t in history
+        ],
+    )
+
+
+async def _apply(
+    request: Request[Tenant, Any, Any],
+    dag_id: str,
+    operation: Callable[[DagService, str, str], Awaitable[DagRecord]],
+    traceparent: str | None,
+) -> DagView:
+    try:
+        dag = await operation(
+            _service(request.app.state),
+            request.user.name,
+            valid_traceparent(traceparent) or new_traceparent(),
+        )
+    except DagNotFound as exc:
+        raise ProblemError(404, "not-found", str(exc)) from None
+    except InvalidState as exc:
+        raise ProblemError(409, "invalid-state", str(exc), state=exc.dag.state.value) from None
+    except BusyDag as exc:
+        raise ProblemError(409, "busy", str(exc)) from None
     return DagView.of(dag)

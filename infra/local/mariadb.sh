@@ -2,8 +2,9 @@
 # MariaDB for local runs and tests: `mariadb.sh up` installs the Debian package
 # when mariadbd is missing, starts a server on 127.0.0.1:3306 with its data under
 # .local/mariadb (unless one already answers there), and creates the application
-# user, the `aimtp` database and the test databases. `mariadb.sh down` stops the
-# server this script started. Both are idempotent.
+# user, the `aimtp` database, the test databases and the `aimtp_bench` database of
+# `make bench`. `mariadb.sh down` stops the server this script started. Both are
+# idempotent.
 source "$(dirname "$0")/common.sh"
 
 PORT=3306
@@ -46,7 +47,10 @@ CREATE DATABASE IF NOT EXISTS aimtp;
 GRANT ALL ON aimtp.* TO 'aimtp'@'127.0.0.1';
 GRANT ALL ON aimtp.* TO 'aimtp'@'localhost';
 GRANT ALL ON \`aimtp\\_test%\`.* TO 'aimtp'@'127.0.0.1';
-GRANT ALL ON \`aimtp\\_test%\`.* TO 'aimtp'@'localhost';"
+GRANT ALL ON \`aimtp\\_test%\`.* TO 'aimtp'@'localhost';
+CREATE DATABASE IF NOT EXISTS aimtp_bench;
+GRANT ALL ON aimtp_bench.* TO 'aimtp'@'127.0.0.1';
+GRANT ALL ON aimtp_bench.* TO 'aimtp'@'localhost';"
   for i in $(seq 0 $((TEST_DATABASES - 1))); do
     sql+="CREATE DATABASE IF NOT EXISTS aimtp_test_$i;"
   done

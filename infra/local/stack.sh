@@ -17,14 +17,20 @@ AIMTP="$ROOT/.venv/bin/aimtp"
 # name -> command line; each process logs JSON lines to .local/logs/NAME.log.
 declare -A PROCESSES=(
   [server]="$AIMTP server"
+  [controller-sim]="$AIMTP controller-sim --port ${AIMTP_CONTROLLER_PORT} --token ${AIMTP_CONTROLLER_TOKEN} --callback-token ${AIMTP_CONTROLLER_CALLBACK_TOKEN}"
   [relay]="$AIMTP relay"
+  [trigger]="$AIMTP trigger"
+  [watcher]="$AIMTP watcher"
 )
 # name -> URL answering 200 when the process is ready.
 declare -A HEALTH=(
   [server]="http://127.0.0.1:${AIMTP_HTTP_PORT}/healthz"
+  [controller-sim]="http://127.0.0.1:${AIMTP_CONTROLLER_PORT}/healthz"
   [relay]="http://127.0.0.1:${AIMTP_RELAY_METRICS_PORT}/healthz"
+  [trigger]="http://127.0.0.1:${AIMTP_TRIGGER_METRICS_PORT}/healthz"
+  [watcher]="http://127.0.0.1:${AIMTP_WATCHER_METRICS_PORT}/healthz"
 )
-ORDER=(server relay)
+ORDER=(server controller-sim relay trigger watcher)
 
 healthy() { "$ROOT/.venv/bin/python" - "$1" <<'PY'
 import sys, urllib.request
@@ -61,7 +67,10 @@ banner() {
   AIMTP is running.
     API        http://127.0.0.1:${AIMTP_HTTP_PORT}/v1/dags
     API docs   http://127.0.0.1:${AIMTP_HTTP_PORT}/docs
-    metrics    relay :${AIMTP_RELAY_METRICS_PORT}/metrics
+    events     http://127.0.0.1:${AIMTP_HTTP_PORT}/docs/asyncapi.json (AsyncAPI)
+    Controller http://127.0.0.1:${AIMTP_CONTROLLER_PORT}/v1/workloads (reference, simulated)
+    metrics    server :${AIMTP_HTTP_PORT}/metrics  relay :${AIMTP_RELAY_METRICS_PORT}/metrics
+               trigger :${AIMTP_TRIGGER_METRICS_PORT}/metrics  watcher :${AIMTP_WATCHER_METRICS_PORT}/metrics
     dev token  ${AIMTP_DEV_TOKEN}
     logs       .local/logs/
 
