@@ -40,7 +40,16 @@ start() {
   wait_for 60 "MariaDB to accept connections" mariadb-admin --socket="$SOCKET" ping
 }
 
+# True when the application user already reaches every database this script creates
+# (for example on a server another checkout of the project started).
+provisioned() {
+  local use="USE aimtp; USE aimtp_bench;"
+  for i in $(seq 0 $((TEST_DATABASES - 1))); do use+=" USE aimtp_test_$i;"; done
+  mariadb --protocol=tcp -h 127.0.0.1 -P "$PORT" -uaimtp -paimtp -e "$use" >/dev/null 2>&1
+}
+
 provision() {
+  provisioned && return 0
   local sql="CREATE USER IF NOT EXISTS 'aimtp'@'127.0.0.1' IDENTIFIED BY 'aimtp';
 CREATE USER IF NOT EXISTS 'aimtp'@'localhost' IDENTIFIED BY 'aimtp';
 CREATE DATABASE IF NOT EXISTS aimtp;
