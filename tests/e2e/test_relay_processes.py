@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 import time
 import urllib.request
@@ -177,6 +178,10 @@ async def test_broker_outage_mid_stream_loses_nothing(engine: AsyncEngine, relay
 
     kafka = ROOT / "infra" / "local" / "kafka.sh"
     await asyncio.to_thread(subprocess.run, ["bash", str(kafka), "down"], check=True)
+    assert not _port_open(9092), (
+        "the broker still runs: this test stops the broker that this checkout's "
+        "infra/local/kafka.sh started, and this one was started elsewhere"
+    )
     try:
         await insert_events(engine, dags, 20, 20)  # accepted while the broker is down
         await asyncio.sleep(3)
@@ -203,6 +208,11 @@ async def test_sigterm_finishes_and_hands_leadership_over(
     dags = [new_id()]
     await insert_events(engine, dags, 0, 10)
     await wait_until(lambda: _pending_is(engine, 0), timeout=10)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 async def _async(value: bool) -> bool:
