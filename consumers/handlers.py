@@ -27,12 +27,14 @@ from aimtp.lifecycle import transition
 from aimtp.states import DagState
 from aimtp.status import dag_timeout_at, naive_utc
 from aimtp.tracing import child_traceparent
-from consumers.retry import RetriesExhausted, RetryPolicy, call_with_retries
+from consumers.retry import Interrupted, RetriesExhausted, RetryPolicy, call_with_retries
 
 log = logging.getLogger(__name__)
 
 HANDLED: Final = frozenset({EventType.SUBMITTED, EventType.CANCEL_REQUESTED})
 """The event types the trigger acts on; the others are for other subscribers."""
+
+_CANCELLED_STATES: Final = frozenset({DagState.CANCELLING, DagState.CANCELLED})
 
 # A conditional update lost to another writer is re-read and decided again, this often.
 _CONFLICT_ROUNDS: Final = 3
@@ -177,13 +179,45 @@ class TriggerHandler:
                     "Controller unavailable; the DAG stays TRIGGERING for the watcher", extra=extra
                 )
             return Result.DEFERRED
-        return await self._record(
+        result = await self._record(
             dag,
             DagState.RUNNING,
             event,
             traceparent,
             Result.TRIGGERED,
             **_running_changes(dag, answer),
+        )
+        if result is Result.RACED:
+            await self._delete_if_cancelled(dag)
+        return result
+
+    async def _delete_if_cancelled(self, dag: DagRecord) -> None:
+        """Delete the workload just created for a DAG that was cancelled meanwhile.
+
+        The cancel may have reached the Controller before this PUT did (a retry after a
+        503, a slow call) and found nothing to delete: without this, the workload would
+        run for a CANCELLED DAG. DELETE is idempotent, so doing it twice costs nothing.
+        """
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(QUERIES["get_dag"], {"id": dag.id})).first()
+        if row is None:
+            return
+        current = DagRecord.from_row(row)
+        if current.attempt != dag.attempt or current.state not in _CANCELLED_STATES:
+            return
+        try:
+            await call_with_retries(
+                lambda: self._controller.delete_workload(dag.id), self._policy, self._stop
+            )
+        except (ControllerRejected, RetriesExhausted, Interrupted) as exc:
+            log.error(
+                "cannot delete the workload of a cancelled DAG; the watcher reports it as "
+                "an orphan",
+                extra={"dag_id": dag.id, "error": str(exc)},
+            )
+            return
+        log.info(
+            "deleted the workload of a DAG cancelled during its trigger", extra={"dag_id": dag.id}
         )
 
     # ------------------------------------------------------------ dag.cancel_requested

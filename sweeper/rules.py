@@ -13,26 +13,33 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
-import msgspec
 from sqlalchemy import bindparam
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aimtp import metrics
-from aimtp.controller import ControllerClient, ControllerError, Workload
+from aimtp.controller import ControllerClient, ControllerError
 from aimtp.db import QUERIES
 from aimtp.db.records import DagRecord, utcnow
 from aimtp.events import Actor
-from aimtp.lifecycle import transition, update_in_place
+from aimtp.lifecycle import transition
 from aimtp.settings import DeadlineSettings, WatcherSettings
 from aimtp.states import DagState
+from aimtp.status import (
+    PHASE_STATES,
+    StatusConflict,
+    StatusResult,
+    apply_status,
+    report_of,
+    same_run,
+)
 
 log = logging.getLogger(__name__)
 
 _STATES_BY_ID = QUERIES["dag_states_by_id"].bindparams(bindparam("ids", expanding=True))
 _LIVE_WORKLOAD_PHASES = frozenset({"Pending", "Running"})
+_POLLED_ACTIONS = {"Succeeded": "succeed", "Failed": "fail"}
 
 
 @dataclass
@@ -162,24 +169,30 @@ class Rules:
         await self._new_attempt(dag, report, "trigger did not finish within the deadline")
 
     async def _reconcile_running(self, dag: DagRecord, report: SweepReport) -> None:
-        """RUNNING without a status callback for a while: ask the Controller."""
+        """RUNNING without a status callback for a while: ask the Controller, and apply
+        its answer exactly as a callback carrying it would be applied."""
         workload = await self._controller.get_workload(dag.id)
-        if workload is None:
+        status = None if workload is None else report_of(workload)
+        if status is None or not same_run(dag, status):
             await self._new_attempt(dag, report, "workload lost at the Controller")
-        elif workload.phase == "Succeeded":
-            await self._move(
-                dag, DagState.SUCCEEDED, report, "succeed", "Controller reports Succeeded"
+            return
+        try:
+            result = await apply_status(
+                self._engine, dag.id, status, actor=Actor.WATCHER, polled=True
             )
-        elif workload.phase == "Failed":
-            await self._move(
-                dag,
-                DagState.FAILED,
-                report,
-                "fail",
-                workload.message or "Controller reports Failed",
-            )
-        else:
-            await self._refresh(dag, workload, report)
+        except StatusConflict:
+            self._count(report, "skipped")  # busy with callbacks: it is not stuck
+            return
+        if result in (StatusResult.APPLIED, StatusResult.CONFIRMED):
+            action = _POLLED_ACTIONS.get(status.phase, "refresh")
+            self._count(report, action)
+            if action != "refresh":
+                log.info(
+                    "watcher %s: Controller reports %s",
+                    action,
+                    status.phase,
+                    extra={"dag_id": dag.id, "state": PHASE_STATES[status.phase].value},
+                )
 
     async def _time_out(self, dag: DagRecord, report: SweepReport) -> None:
         """RUNNING past the DAG's own timeout: delete the workload, then TIMED_OUT."""
@@ -224,19 +237,6 @@ class Rules:
             task_phases=None,
             status_at=None,
         )
-
-    async def _refresh(self, dag: DagRecord, workload: Workload, report: SweepReport) -> None:
-        now = utcnow()
-        async with self._engine.begin() as conn:
-            updated = await update_in_place(
-                conn,
-                dag,
-                task_phases=msgspec.Raw(msgspec.json.encode(workload.tasks)),
-                status_at=now,
-                deadline_at=now + timedelta(seconds=self._deadlines.running_status_seconds),
-            )
-        if updated is not None:
-            self._count(report, "refresh")
 
     async def _move(
         self,
