@@ -21,6 +21,11 @@ COPY outbox ./outbox
 COPY consumers ./consumers
 COPY sweeper ./sweeper
 COPY controller_sim ./controller_sim
+COPY proto ./proto
+# The gRPC modules are generated at build time, as `make proto` does, with the
+# grpcio-tools of the lock file in a throwaway environment (it is a dev dependency).
+RUN uv run --frozen --no-sync --with "grpcio-tools==$(sed -n '/^name = "grpcio-tools"/{n;s/version = "\(.*\)"/\1/p}' uv.lock)" \
+      python -m grpc_tools.protoc -I proto --python_out=. --grpc_python_out=. proto/aimtp/v1/dags.proto
 # The project stays installed from /app (editable): `aimtp db init` reads
 # db/schema.sql relative to the source tree.
 RUN uv sync --frozen --no-dev

@@ -1,17 +1,20 @@
-"""A small client of the AIMTP HTTP API, used by the ``aimtp`` user commands."""
+"""A small client of the AIMTP HTTP API (and of gRPC ``WatchDag``), used by the ``aimtp``
+user commands."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
 import aiohttp
+import grpc
 import msgspec
 
 from aimtp.backoff import backoff_delay
+from aimtp.v1 import dags_pb2, dags_pb2_grpc
 
 
 class ApiError(Exception):
@@ -123,3 +126,60 @@ class AimtpClient:
         if status >= 400:
             raise ApiError(status, document)
         return document
+
+
+class WatchUnavailable(Exception):
+    """The gRPC API cannot be reached (or lacks WatchDag); the caller polls instead."""
+
+
+# Codes after which a watch is worth resuming: the server went away or restarted.
+_RESUMABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
+async def watch_dag(
+    target: str, token: str, dag_id: str, *, reconnects: int = 5
+) -> AsyncIterator[dict[str, Any]]:
+    """Every transition of the DAG from the gRPC ``WatchDag`` stream, in order, until it ends.
+
+    ``target`` is ``host:port``. A dropped stream is resumed after the last transition
+    received, so none is missed or repeated. Raises ``WatchUnavailable`` when no
+    stream could be opened at all.
+    """
+    metadata = (("authorization", f"Bearer {token}"),)
+    cursor, failures, received = 0, 0, False
+    async with grpc.aio.insecure_channel(target.removeprefix("grpc://")) as channel:
+        stub = dags_pb2_grpc.DagServiceStub(channel)
+        while True:
+            try:
+                async for item in stub.WatchDag(
+                    dags_pb2.WatchDagRequest(id=dag_id, after=cursor), metadata=metadata
+                ):
+                    received = True
+                    failures = 0
+                    if item.HasField("transition"):
+                        cursor = item.transition.id
+                        yield _transition_dict(item.transition)
+                return
+            except grpc.aio.AioRpcError as exc:
+                if not received and exc.code() in (*_RESUMABLE, grpc.StatusCode.UNIMPLEMENTED):
+                    raise WatchUnavailable(f"gRPC API at {target}: {exc.details()}") from exc
+                failures += 1
+                if exc.code() not in _RESUMABLE or failures > reconnects:
+                    raise Unreachable(f"lost the watch of DAG {dag_id}: {exc.details()}") from exc
+                await asyncio.sleep(backoff_delay(failures, base=0.5, cap=5.0))
+
+
+def _transition_dict(transition: dags_pb2.DagTransition) -> dict[str, Any]:
+    def state(value: int) -> str | None:
+        name = dags_pb2.DagState.Name(dags_pb2.DagState.ValueType(value))
+        return None if value == dags_pb2.DAG_STATE_UNSPECIFIED else name.removeprefix("DAG_STATE_")
+
+    return {
+        "id": transition.id,
+        "from_state": state(transition.from_state),
+        "to_state": state(transition.to_state),
+        "attempt": transition.attempt,
+        "actor": transition.actor,
+        "reason": transition.reason if transition.HasField("reason") else None,
+        "at": transition.at.ToDatetime().isoformat() + "Z",
+    }

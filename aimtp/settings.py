@@ -83,6 +83,9 @@ class KafkaSettings(EnvSettings):
 class ServerSettings(EnvSettings):
     http_host: str = setting("127.0.0.1", "Address aimtp-server binds; loopback unless set.")
     http_port: int = setting(8000, "Port of the HTTP API.")
+    grpc_port: int = setting(
+        50051, "Port of the gRPC API, served by the same process on AIMTP_HTTP_HOST (0: off)."
+    )
     api_tokens: str = setting(
         "",
         "Tenant credentials as comma-separated token:tenant pairs. Each token "

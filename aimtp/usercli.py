@@ -18,7 +18,7 @@ from typing import Any, TextIO
 import msgspec
 import yaml
 
-from aimtp.apiclient import AimtpClient, ApiError, Unreachable
+from aimtp.apiclient import AimtpClient, ApiError, Unreachable, WatchUnavailable, watch_dag
 
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT"})
 Command = Callable[[AimtpClient, argparse.Namespace], Awaitable[int]]
@@ -53,6 +53,13 @@ def add_user_commands(commands: Any) -> None:
         help="retry-safe key; a random one is used (and reused on retries) if omitted",
     )
     submit.add_argument("--wait", action="store_true", help="follow the DAG until it ends")
+    submit.add_argument(
+        "--grpc",
+        default=os.environ.get("AIMTP_GRPC_URL") or None,
+        metavar="HOST:PORT",
+        help="with --wait, follow over the gRPC WatchDag stream of this address instead of "
+        "polling (default: $AIMTP_GRPC_URL); polls when it cannot be reached",
+    )
     submit.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
 
     add("get", "show a DAG", _get).add_argument("id")
@@ -106,9 +113,15 @@ async def _submit(client: AimtpClient, args: argparse.Namespace) -> int:
         return 0
     if args.output == "table":
         print(f"submitted {dag['id']} ({dag['name']})")
-    dag = await follow(
-        client, dag["id"], args.interval, sys.stdout if args.output == "table" else None
-    )
+    out = sys.stdout if args.output == "table" else None
+    if args.grpc:
+        try:
+            dag = await follow_stream(client, args.grpc, args.token, dag["id"], out)
+        except WatchUnavailable as exc:
+            print(f"warning: {exc}; polling instead", file=sys.stderr)
+            dag = await follow(client, dag["id"], args.interval, out)
+    else:
+        dag = await follow(client, dag["id"], args.interval, out)
     if args.output == "json":
         _print_json(dag)
     return 0 if dag["state"] == "SUCCEEDED" else 1
@@ -133,6 +146,25 @@ async def follow(
                 print(f"error: {dag['error']}", file=out)
             return dag
         await asyncio.sleep(interval)
+
+
+async def follow_stream(
+    client: AimtpClient, target: str, token: str, dag_id: str, out: TextIO | None
+) -> dict[str, Any]:
+    """Print each transition as the server streams it; the DAG as it ended."""
+    async for change in watch_dag(target, token, dag_id):
+        if out is not None:
+            reason = f": {change['reason']}" if change["reason"] else ""
+            print(
+                f"{change['to_state']:<11} attempt {change['attempt']}  "
+                f"by {change['actor']}{reason}",
+                file=out,
+            )
+            out.flush()
+    dag = await client.get(dag_id)
+    if out is not None and dag.get("error"):
+        print(f"error: {dag['error']}", file=out)
+    return dag
 
 
 async def _get(client: AimtpClient, args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ from aimtp.db import create_engine
 from aimtp.settings import DatabaseSettings, ServerSettings, SpecSettings, load
 from aimtp.spec import SpecLimits
 from app.auth import BearerAuthMiddleware, Tenant, TokenRegistry
+from app.grpc import GrpcServer
 from app.problems import EXCEPTION_HANDLERS
 from app.routes import asyncapi, dags, health, status
 from app.service import DagService
@@ -28,6 +29,8 @@ from app.timeouts import RequestTimeoutMiddleware
 
 # Paths that need no token: probes, metrics and the API documentation.
 PUBLIC_PATHS = ["^/healthz$", "^/readyz$", "^/metrics$", "^/docs"]
+# Unary gRPC calls in flight get this long to finish at shutdown; watches end at once.
+GRPC_GRACE_SECONDS = 10.0
 
 
 def _tenant_of(request: Request[Any, Any, Any]) -> str:
@@ -52,7 +55,11 @@ def create_app(
     server: ServerSettings | None = None,
     database: DatabaseSettings | None = None,
     spec: SpecSettings | None = None,
+    *,
+    grpc_port: int | None = None,
 ) -> Litestar:
+    """The HTTP application; with ``grpc_port`` its lifespan also serves the gRPC API
+    (port 0: any free port, published as ``app.state.grpc_port``) on the same service."""
     server = server or load(ServerSettings)
     database = database or load(DatabaseSettings)
     spec = spec or load(SpecSettings)
@@ -67,12 +74,18 @@ def create_app(
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         engine = create_engine(database)
         app.state.engine = engine
-        app.state.dag_service = DagService(
+        app.state.dag_service = service = DagService(
             engine, limits, timedelta(seconds=server.idempotency_window_seconds)
         )
+        grpc_server = None
         try:
+            if grpc_port is not None:
+                grpc_server = GrpcServer(service, registry, server)
+                app.state.grpc_port = await grpc_server.start(server.http_host, grpc_port)
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop(GRPC_GRACE_SECONDS)
             await engine.dispose()
 
     prometheus = PrometheusConfig(app_name="aimtp-server", prefix="aimtp_http", group_path=True)

@@ -28,8 +28,9 @@ class _GracefulServer(uvicorn.Server):
 def serve(host: str | None = None, port: int | None = None) -> int:
     settings = load(ServerSettings)
     configure_logging("aimtp-server", load(LogSettings).log_level)
+    # The gRPC API runs in uvicorn's event loop, started and stopped by the app's lifespan.
     config = uvicorn.Config(
-        create_app(),
+        create_app(grpc_port=settings.grpc_port or None),
         host=host or settings.http_host,
         port=port or settings.http_port,
         loop="uvloop",

@@ -6,10 +6,11 @@ methods and map the exceptions below to their own error shapes.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -20,9 +21,17 @@ from aimtp.db import QUERIES
 from aimtp.db.records import DagRecord, utcnow
 from aimtp.events import Actor
 from aimtp.lifecycle import submit_dag, transition
-from aimtp.spec import DagSpec, SpecLimits, decode_dag_spec
+from aimtp.spec import DagSpec, FieldError, SpecLimits, decode_dag_spec
 from aimtp.states import DagState
+from aimtp.tracing import new_traceparent, valid_traceparent
 from app.listing import DagFilter, list_dags
+
+MAX_IDEMPOTENCY_KEY = 255
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+WATCH_POLL_SECONDS = 0.25
+"""How often a watch looks for new transitions: one indexed read per watcher and tick."""
+_WATCH_BATCH = 500
 
 
 class DagNotFound(LookupError):
@@ -54,8 +63,18 @@ class BusyDag(Exception):
     """The DAG kept changing under a request; the client may retry."""
 
 
+class InvalidRequest(ValueError):
+    """A request parameter other than the spec is malformed; ``errors`` names each."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__("; ".join(f"{e.field}: {e.message}" for e in errors))
+        self.errors = errors
+
+
 @dataclass(frozen=True)
 class Transition:
+    id: int
+    """Increases with every transition of every DAG: a watch resumes after it."""
     from_state: DagState | None
     to_state: DagState
     attempt: int
@@ -93,8 +112,19 @@ class DagService:
     ) -> Submission:
         """Validate ``body`` and store the DAG with its ``dag.submitted`` event atomically.
 
-        Raises ``SpecError`` (nothing written) or ``IdempotencyConflict``.
+        Raises ``SpecError`` (nothing written), ``InvalidRequest`` or ``IdempotencyConflict``.
         """
+        idempotency_key = idempotency_key or None
+        if idempotency_key is not None and len(idempotency_key) > MAX_IDEMPOTENCY_KEY:
+            raise InvalidRequest(
+                [
+                    FieldError(
+                        field="Idempotency-Key",
+                        message=f"at most {MAX_IDEMPOTENCY_KEY} characters",
+                    )
+                ]
+            )
+        traceparent = valid_traceparent(traceparent) or new_traceparent()
         spec = decode_dag_spec(body, self._limits)
         spec_json = _canonical.encode(spec)
         request_hash = hashlib.sha256(spec_json).hexdigest() if idempotency_key else None
@@ -146,7 +176,11 @@ class DagService:
     async def search(
         self, tenant: str, filters: DagFilter, limit: int, page_token: str | None
     ) -> tuple[list[DagRecord], str | None]:
-        """Raises ``InvalidPageToken``."""
+        """Raises ``InvalidPageToken`` or ``InvalidRequest`` (a page size out of range)."""
+        if not 1 <= limit <= MAX_PAGE_SIZE:
+            raise InvalidRequest(
+                [FieldError(field="limit", message=f"must be between 1 and {MAX_PAGE_SIZE}")]
+            )
         async with self._engine.connect() as conn:
             return await list_dags(conn, tenant, filters, limit, page_token)
 
@@ -193,17 +227,53 @@ class DagService:
         async with self._engine.connect() as conn:
             await _tenant_dag(conn, tenant, dag_id)
             rows = await conn.execute(QUERIES["dag_history"], {"dag_id": dag_id, "limit": limit})
-            return [
-                Transition(
-                    from_state=None if row.from_state is None else DagState(row.from_state),
-                    to_state=DagState(row.to_state),
-                    attempt=row.attempt,
-                    actor=row.actor,
-                    reason=row.reason,
-                    at=row.created_at,
-                )
-                for row in rows
-            ]
+            return [_transition(row) for row in rows]
+
+    async def watch(
+        self,
+        tenant: str,
+        dag_id: str,
+        after: int = 0,
+        *,
+        stop: asyncio.Event | None = None,
+        poll: float = WATCH_POLL_SECONDS,
+    ) -> AsyncIterator[DagRecord | Transition]:
+        """The DAG as it is now, then each transition with an id above ``after``, live.
+
+        Ends once the DAG is in a terminal state and every transition up to it was
+        yielded, or early once ``stop`` is set (the server is shutting down; the
+        client resumes elsewhere). Raises ``DagNotFound`` before yielding anything.
+        Each poll reads the DAG before its new transitions: a state change and its
+        transition row commit together, so a terminal state seen in the first read has
+        all its transitions visible to the second, and none is left unread.
+        """
+        stop = stop or asyncio.Event()
+        async with self._engine.connect() as conn:
+            yield await _tenant_dag(conn, tenant, dag_id)
+        cursor = after
+        while True:
+            async with self._engine.connect() as conn:
+                dag = await _tenant_dag(conn, tenant, dag_id)
+                rows = (
+                    await conn.execute(
+                        QUERIES["dag_transitions_after"],
+                        {"dag_id": dag_id, "after": cursor, "limit": _WATCH_BATCH},
+                    )
+                ).all()
+            for row in rows:
+                transition = _transition(row)
+                cursor = transition.id
+                yield transition
+            if len(rows) == _WATCH_BATCH:
+                continue
+            if dag.state.terminal:
+                return
+            try:
+                async with asyncio.timeout(poll):
+                    await stop.wait()
+                return
+            except TimeoutError:
+                pass
 
     async def _change(
         self,
@@ -236,6 +306,60 @@ class DagService:
 
 
 RETRYABLE_STATES = frozenset({DagState.FAILED, DagState.TIMED_OUT, DagState.CANCELLED})
+
+
+def dag_filter(
+    states: Iterable[DagState] = (),
+    label_selectors: Sequence[str] = (),
+    name_prefix: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+) -> DagFilter:
+    """The filter of a listing from its request parameters, whatever the transport.
+
+    ``label_selectors`` are ``key=value`` items, each possibly comma-separated; all
+    must match. Raises ``InvalidRequest`` for a malformed selector.
+    """
+    labels: list[tuple[str, str]] = []
+    for selector in label_selectors:
+        for part in filter(None, (p.strip() for p in selector.split(","))):
+            key, sep, value = part.partition("=")
+            if not sep or not key:
+                raise InvalidRequest(
+                    [
+                        FieldError(
+                            field="label",
+                            message=f"label selector {part!r} must look like key=value",
+                        )
+                    ]
+                )
+            labels.append((key, value))
+    return DagFilter(
+        states=tuple(dict.fromkeys(states)),
+        labels=tuple(labels),
+        name_prefix=name_prefix or None,
+        created_after=_naive_utc(created_after),
+        created_before=_naive_utc(created_before),
+    )
+
+
+def _naive_utc(moment: datetime | None) -> datetime | None:
+    """Times are stored as naive UTC; an aware time is converted, a naive one taken as UTC."""
+    if moment is None or moment.tzinfo is None:
+        return moment
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def _transition(row: Any) -> Transition:
+    return Transition(
+        id=row.id,
+        from_state=None if row.from_state is None else DagState(row.from_state),
+        to_state=DagState(row.to_state),
+        attempt=row.attempt,
+        actor=row.actor,
+        reason=row.reason,
+        at=row.created_at,
+    )
 
 
 async def _tenant_dag(conn: AsyncConnection, tenant: str, dag_id: str) -> DagRecord:

@@ -21,6 +21,8 @@ os.environ.update(
         "AIMTP_API_TOKENS": ",".join(f"{t}:{n}" for t, n in TENANT_TOKENS.items()),
         "AIMTP_CONTROLLER_CALLBACK_TOKEN": CONTROLLER_CALLBACK_TOKEN,
         "AIMTP_LOG_LEVEL": "WARNING",
+        # No fixed gRPC port on a shared machine: a test that serves gRPC picks a free one.
+        "AIMTP_GRPC_PORT": "0",
     }
 )
 

@@ -35,8 +35,15 @@ SET state = :state, version = :version, attempt = :attempt, deadline_at = :deadl
 WHERE id = :id AND state = :expected_state AND version = :expected_version;
 
 -- name: dag_history
-SELECT from_state, to_state, attempt, actor, reason, created_at
+SELECT id, from_state, to_state, attempt, actor, reason, created_at
 FROM dag_transitions WHERE dag_id = :dag_id ORDER BY id
+LIMIT :limit;
+
+-- A DAG's transitions after the last one a watcher saw, oldest first; served by
+-- (dag_id, id). Ids grow with every insert, so "after id N" resumes a watch exactly.
+-- name: dag_transitions_after
+SELECT id, from_state, to_state, attempt, actor, reason, created_at
+FROM dag_transitions WHERE dag_id = :dag_id AND id > :after ORDER BY id
 LIMIT :limit;
 
 -- name: insert_transition

@@ -22,10 +22,18 @@ from app.auth import Tenant
 from app.listing import DagFilter, InvalidPageToken
 from app.problems import PROBLEM_JSON, Problem, ProblemError
 from app.schemas import DagHistory, DagPage, DagSummary, DagView, TransitionView
-from app.service import BusyDag, DagNotFound, DagService, IdempotencyConflict, InvalidState
-
-MAX_IDEMPOTENCY_KEY = 255
-MAX_PAGE_SIZE = 500
+from app.service import (
+    DEFAULT_PAGE_SIZE,
+    MAX_IDEMPOTENCY_KEY,
+    MAX_PAGE_SIZE,
+    BusyDag,
+    DagNotFound,
+    DagService,
+    IdempotencyConflict,
+    InvalidRequest,
+    InvalidState,
+    dag_filter,
+)
 
 
 @dataclass
@@ -161,6 +169,8 @@ async def submit_dag(
         raise ProblemError(422, "invalid-dag", str(exc), errors=exc.errors) from None
     except IdempotencyConflict as exc:
         raise ProblemError(409, "idempotency-key-reused", str(exc)) from None
+    except InvalidRequest as exc:
+        raise ProblemError(400, "bad-request", str(exc), errors=exc.errors) from None
     dag = submission.dag
     headers = {"Location": f"/v1/dags/{dag.id}"}
     if not submission.created:
@@ -192,31 +202,10 @@ def _filters(
     created_after: datetime | None,
     created_before: datetime | None,
 ) -> DagFilter:
-    labels: list[tuple[str, str]] = []
-    for selector in label or []:
-        for part in filter(None, (p.strip() for p in selector.split(","))):
-            key, sep, value = part.partition("=")
-            if not sep or not key:
-                raise ProblemError(
-                    400,
-                    "bad-query",
-                    f"label selector {part!r} must look like key=value",
-                    errors=[FieldError(field="label", message="expected key=value")],
-                )
-            labels.append((key, value))
-    return DagFilter(
-        states=tuple(dict.fromkeys(state or [])),
-        labels=tuple(labels),
-        name_prefix=name_prefix or None,
-        created_after=_naive_utc(created_after),
-        created_before=_naive_utc(created_before),
-    )
-
-
-def _naive_utc(moment: datetime | None) -> datetime | None:
-    if moment is None or moment.tzinfo is None:
-        return moment
-    return moment.astimezone(UTC).replace(tzinfo=None)
+    try:
+        return dag_filter(state or (), label or (), name_prefix, created_after, created_before)
+    except InvalidRequest as exc:
+        raise ProblemError(400, "bad-query", str(exc), errors=exc.errors) from None
 
 
 @get(
@@ -238,7 +227,7 @@ async def list_dags(
     name_prefix: Annotated[str | None, QueryParameter(max_length=63)] = None,
     created_after: FromQuery[datetime | None] = None,
     created_before: FromQuery[datetime | None] = None,
-    limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE_SIZE)] = 50,
+    limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
     page_token: Annotated[str | None, QueryParameter(max_length=512)] = None,
 ) -> DagPage:
     """The caller's DAGs, newest first, filtered; follow `next_page_token` for more.
@@ -255,6 +244,8 @@ async def list_dags(
         raise ProblemError(
             400, "bad-query", str(exc), errors=[FieldError(field="page_token", message=str(exc))]
         ) from None
+    except InvalidRequest as exc:
+        raise ProblemError(400, "bad-query", str(exc), errors=exc.errors) from None
     return DagPage(items=[DagSummary.of(dag) for dag in dags], next_page_token=token)
 
 

@@ -53,17 +53,20 @@ class Stack:
         self.group = f"e2e-trigger-{uuid.uuid4().hex[:8]}"
         self.ports = {
             "server": free_port(),
+            "grpc": free_port(),
             "controller-sim": free_port(),
             "relay": free_port(),
             "trigger": free_port(),
             "watcher": free_port(),
         }
         self.api_url = f"http://127.0.0.1:{self.ports['server']}"
+        self.grpc_target = f"127.0.0.1:{self.ports['grpc']}"
         self.controller_url = f"http://127.0.0.1:{self.ports['controller-sim']}"
         self.env = {
             "AIMTP_KAFKA_TOPIC": self.topic,
             "AIMTP_KAFKA_DLQ_TOPIC": self.dlq_topic,
             "AIMTP_HTTP_PORT": str(self.ports["server"]),
+            "AIMTP_GRPC_PORT": str(self.ports["grpc"]),
             "AIMTP_PUBLIC_URL": self.api_url,
             "AIMTP_CONTROLLER_URL": self.controller_url,
             "AIMTP_CONTROLLER_TOKEN": CONTROLLER_TOKEN,
