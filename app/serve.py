@@ -8,6 +8,7 @@ import uvicorn
 
 from aimtp.logs import configure_logging
 from aimtp.settings import LogSettings, ServerSettings, load
+from aimtp.telemetry import configure_tracing
 from app.main import create_app
 
 GRACE_SECONDS = 20
@@ -28,6 +29,7 @@ class _GracefulServer(uvicorn.Server):
 def serve(host: str | None = None, port: int | None = None) -> int:
     settings = load(ServerSettings)
     configure_logging("aimtp-server", load(LogSettings).log_level)
+    configure_tracing("aimtp-server")
     # The gRPC API runs in uvicorn's event loop, started and stopped by the app's lifespan.
     config = uvicorn.Config(
         create_app(grpc_port=settings.grpc_port or None),

@@ -23,6 +23,7 @@ from aimtp.events import Actor
 from aimtp.lifecycle import submit_dag, transition
 from aimtp.spec import DagSpec, FieldError, SpecLimits, decode_dag_spec
 from aimtp.states import DagState
+from aimtp.telemetry import span
 from aimtp.tracing import new_traceparent, valid_traceparent
 from app.listing import DagFilter, list_dags
 
@@ -128,30 +129,31 @@ class DagService:
         spec = decode_dag_spec(body, self._limits)
         spec_json = _canonical.encode(spec)
         request_hash = hashlib.sha256(spec_json).hexdigest() if idempotency_key else None
-        for _ in range(2):
-            try:
-                async with self._engine.begin() as conn:
-                    if idempotency_key is not None:
-                        existing = await self._replay(conn, tenant, idempotency_key)
-                        if existing is not None:
-                            if existing.request_hash != request_hash:
-                                raise IdempotencyConflict(idempotency_key, existing.id)
-                            return Submission(existing, spec, created=False)
-                    dag = await submit_dag(
-                        conn,
-                        tenant=tenant,
-                        name=spec.name,
-                        spec_json=spec_json,
-                        labels=spec.labels,
-                        idempotency_key=idempotency_key,
-                        request_hash=request_hash,
-                        traceparent=traceparent,
-                    )
-                return Submission(dag, spec, created=True)
-            except IntegrityError:
-                # A concurrent request with the same key committed first: read its DAG.
-                if idempotency_key is None:
-                    raise
+        with span("aimtp.submit", traceparent, tenant=tenant) as traceparent:
+            for _ in range(2):
+                try:
+                    async with self._engine.begin() as conn:
+                        if idempotency_key is not None:
+                            existing = await self._replay(conn, tenant, idempotency_key)
+                            if existing is not None:
+                                if existing.request_hash != request_hash:
+                                    raise IdempotencyConflict(idempotency_key, existing.id)
+                                return Submission(existing, spec, created=False)
+                        dag = await submit_dag(
+                            conn,
+                            tenant=tenant,
+                            name=spec.name,
+                            spec_json=spec_json,
+                            labels=spec.labels,
+                            idempotency_key=idempotency_key,
+                            request_hash=request_hash,
+                            traceparent=traceparent,
+                        )
+                    return Submission(dag, spec, created=True)
+                except IntegrityError:
+                    # A concurrent request with the same key committed first: read its DAG.
+                    if idempotency_key is None:
+                        raise
         raise RuntimeError("idempotency key kept conflicting")  # pragma: no cover
 
     async def _replay(self, conn: AsyncConnection, tenant: str, key: str) -> DagRecord | None:

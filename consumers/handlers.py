@@ -26,6 +26,7 @@ from aimtp.events import Actor, DagEvent, EventType
 from aimtp.lifecycle import transition
 from aimtp.states import DagState
 from aimtp.status import dag_timeout_at, naive_utc
+from aimtp.telemetry import span
 from aimtp.tracing import child_traceparent
 from consumers.retry import Interrupted, RetriesExhausted, RetryPolicy, call_with_retries
 
@@ -108,10 +109,11 @@ class TriggerHandler:
 
     async def handle(self, event: DagEvent, traceparent: str | None = None) -> Result:
         """Act on ``event``; raises ``consumers.retry.Interrupted`` when stopping mid-way."""
-        if event.type is EventType.SUBMITTED:
-            return await self._submitted(event, child_traceparent(traceparent))
-        if event.type is EventType.CANCEL_REQUESTED:
-            return await self._cancel_requested(event, child_traceparent(traceparent))
+        with span(f"aimtp.trigger {event.type}", traceparent, dag_id=event.dag_id) as current:
+            if event.type is EventType.SUBMITTED:
+                return await self._submitted(event, child_traceparent(current))
+            if event.type is EventType.CANCEL_REQUESTED:
+                return await self._cancel_requested(event, child_traceparent(current))
         return Result.IGNORED
 
     def callback_url(self, dag_id: str) -> str:

@@ -23,6 +23,7 @@ from aimtp.settings import (
     TriggerSettings,
     load,
 )
+from aimtp.telemetry import configure_tracing
 from consumers.app import Trigger
 from consumers.handlers import TriggerHandler
 from consumers.retry import RetryPolicy, stopped_within
@@ -106,6 +107,7 @@ async def trigger_main(stop: asyncio.Event | None = None) -> int:
 
 def run_trigger() -> int:
     configure_logging("aimtp-trigger", load(LogSettings).log_level)
+    configure_tracing("aimtp-trigger")
     import uvloop
 
     return uvloop.run(trigger_main())
