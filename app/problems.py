@@ -14,6 +14,8 @@ from typing import Any
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as SATimeoutError
 
 from aimtp.spec import FieldError
 
@@ -121,6 +123,46 @@ def _on_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> R
     return problem_response(problem, headers)
 
 
+def _on_too_deep(request: Request[Any, Any, Any], exc: RecursionError) -> Response[Any]:
+    # Only a hostile body nests deep enough to exhaust the JSON decoder's recursion.
+    log.warning("request body nested too deeply", extra={"path": request.url.path})
+    problem = Problem(
+        type=PROBLEM_BASE + "malformed-json",
+        title=HTTPStatus.BAD_REQUEST.phrase,
+        status=400,
+        detail="the request body is nested too deeply",
+        instance=request.url.path,
+    )
+    return problem_response(problem)
+
+
+# Can't connect (2002, 2003), connection lost (2006, 2013), too many connections (1040),
+# lock wait timeout (1205), deadlock (1213).
+TRANSIENT_MYSQL_ERRORS = frozenset({2002, 2003, 2006, 2013, 1040, 1205, 1213})
+
+
+def _on_database_unavailable(
+    request: Request[Any, Any, Any], exc: OperationalError | SATimeoutError
+) -> Response[Any]:
+    """No connection to be had (pool exhausted, database down, lock wait timeout): the
+    transaction was rolled back and a retry may succeed, so a 503, not a 500."""
+    code = getattr(getattr(exc, "orig", None), "args", (None,))[0]
+    if isinstance(exc, OperationalError) and code not in TRANSIENT_MYSQL_ERRORS:
+        return _on_unexpected(request, exc)
+    log.warning(
+        "database unavailable", extra={"path": request.url.path, "error": type(exc).__name__}
+    )
+    problem = Problem(
+        type=PROBLEM_BASE + "unavailable",
+        title=HTTPStatus.SERVICE_UNAVAILABLE.phrase,
+        status=503,
+        detail="the database is unavailable or saturated; retry shortly "
+        "(with the same Idempotency-Key for submissions)",
+        instance=request.url.path,
+    )
+    return problem_response(problem, {"Retry-After": "1"})
+
+
 def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.exception("unhandled error", extra={"path": request.url.path})
     problem = Problem(
@@ -136,6 +178,9 @@ def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[
 EXCEPTION_HANDLERS: Mapping[Any, Any] = {
     ProblemError: _on_problem,
     HTTPException: _on_http_exception,
+    SATimeoutError: _on_database_unavailable,
+    OperationalError: _on_database_unavailable,
+    RecursionError: _on_too_deep,
     Exception: _on_unexpected,
 }
 

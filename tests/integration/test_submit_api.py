@@ -209,3 +209,23 @@ async def test_health_and_readiness_need_no_token(client: AsyncTestClient[Any]) 
 def _problem(response: Any) -> dict[str, Any]:
     assert response.headers["content-type"].startswith("application/problem+json")
     return msgspec.json.decode(response.content, type=dict[str, Any])
+
+
+async def test_database_unavailable_is_a_retryable_503(engine: AsyncEngine) -> None:
+    """A server that cannot reach its database answers 503 with Retry-After, not 500."""
+    import dataclasses
+
+    from aimtp.settings import DatabaseSettings, load
+
+    unreachable = dataclasses.replace(
+        load(DatabaseSettings),
+        database_url="mysql+asyncmy://aimtp:aimtp@127.0.0.1:1/aimtp",
+        database_pool_timeout=1.0,
+    )
+    before = await row_counts(engine)
+    async with AsyncTestClient(app=create_app(database=unreachable)) as client:
+        response = await client.post("/v1/dags", json=EXAMPLE, headers=A)
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert await row_counts(engine) == before
