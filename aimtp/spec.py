@@ -106,6 +106,7 @@ MAX_REPORTED_ERRORS: Final = 100
 # C identifiers: environment variable names, and field names safe to join with ".".
 _IDENTIFIER_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _WHITESPACE_RE: Final = re.compile(r"\s")
+_CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f]")
 _KEY_SHOW_MAX: Final = 64
 
 
@@ -218,6 +219,9 @@ def _check_image(out: _Collector, field: str, image: str) -> None:
         out.add(field, f"must be at most {MAX_IMAGE_CHARS} characters, got {len(image)}")
     elif _WHITESPACE_RE.search(image):
         out.add(field, f"must not contain whitespace, got {k8s.show(image)}")
+    elif _CONTROL_RE.search(image):
+        # NUL and other control characters are no part of an image reference.
+        out.add(field, f"must not contain control characters, got {k8s.show(image)}")
 
 
 def _check_text(out: _Collector, field: str, value: str) -> None:

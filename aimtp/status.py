@@ -138,6 +138,8 @@ async def apply_status(
     in it, it proves the workload still running, so the RUNNING status deadline moves
     out (``CONFIRMED``) instead of the DAG being polled again at once.
     """
+    if not dag_id.isascii():
+        return StatusResult.UNKNOWN_DAG  # ids are ASCII; MySQL refuses to compare others
     for _ in range(attempts):
         try:
             async with engine.begin() as conn:

@@ -15,7 +15,7 @@ from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.plugins.prometheus import PrometheusConfig
 
 from aimtp.db import create_engine
 from aimtp.settings import DatabaseSettings, ServerSettings, SpecSettings, load
@@ -101,7 +101,7 @@ def create_app(
             asyncapi.asyncapi_json,
             health.healthz,
             health.readyz,
-            PrometheusController,
+            health.metrics,
         ],
         lifespan=[lifespan],
         state=State({}),

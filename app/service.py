@@ -322,16 +322,22 @@ def dag_filter(
     ``label_selectors`` are ``key=value`` items, each possibly comma-separated; all
     must match. Raises ``InvalidRequest`` for a malformed selector.
     """
+    if name_prefix is not None and not name_prefix.isascii():
+        # Names are DNS labels in an ASCII column: say so rather than fail the query.
+        raise InvalidRequest(
+            [FieldError(field="name_prefix", message="DAG names are ASCII (DNS-1123 labels)")]
+        )
     labels: list[tuple[str, str]] = []
     for selector in label_selectors:
         for part in filter(None, (p.strip() for p in selector.split(","))):
             key, sep, value = part.partition("=")
-            if not sep or not key:
+            if not sep or not key or not part.isascii():
                 raise InvalidRequest(
                     [
                         FieldError(
                             field="label",
-                            message=f"label selector {part!r} must look like key=value",
+                            message=f"label selector {part!r} must look like key=value "
+                            "(ASCII, as Kubernetes labels are)",
                         )
                     ]
                 )
@@ -365,6 +371,9 @@ def _transition(row: Any) -> Transition:
 
 
 async def _tenant_dag(conn: AsyncConnection, tenant: str, dag_id: str) -> DagRecord:
+    if not dag_id.isascii():
+        # Ids are ASCII (an ASCII column): no such DAG, and MySQL refuses to compare.
+        raise DagNotFound(dag_id)
     row = (await conn.execute(QUERIES["get_tenant_dag"], {"id": dag_id, "tenant": tenant})).first()
     if row is None:
         raise DagNotFound(dag_id)

@@ -10,8 +10,15 @@ from typing import Annotated, Any
 from litestar import Request, get, post
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import Example, OpenAPIMediaType, Operation, Reference, RequestBody
-from litestar.params import FromHeader, FromPath, FromQuery, HeaderParameter, QueryParameter
+from litestar.openapi.spec import (
+    Example,
+    OpenAPIFormat,
+    OpenAPIMediaType,
+    Operation,
+    Reference,
+    RequestBody,
+)
+from litestar.params import FromHeader, FromPath, HeaderParameter, QueryParameter
 from litestar.response import Response
 
 from aimtp.db.records import DagRecord
@@ -73,6 +80,20 @@ _NOT_FOUND = _problem(
     Problem(title="Not Found", status=404, detail="DAG '0190...' not found"),
 )
 
+# Every tenant route can be throttled or abandoned (README "Limits"), so each documents both.
+_LIMITS = {
+    429: _problem(
+        429,
+        "Over the tenant's request rate; `Retry-After` says when to try again.",
+        Problem(title="Too Many Requests", status=429, detail="rate limit exceeded"),
+    ),
+    503: _problem(
+        503,
+        "The database is unavailable, or the request ran past the time limit; retry it.",
+        Problem(title="Service Unavailable", status=503, detail="request timed out"),
+    ),
+}
+
 
 def _service(state: State) -> DagService:
     service: DagService = state.dag_service
@@ -105,6 +126,7 @@ def _is_json(content_type: str) -> bool:
             Problem(title="Bad Request", status=400, detail="request body is not valid JSON"),
         ),
         401: _UNAUTHENTICATED,
+        **_LIMITS,
         409: _problem(
             409,
             "The Idempotency-Key was used with a different body.",
@@ -208,11 +230,33 @@ def _filters(
         raise ProblemError(400, "bad-query", str(exc), errors=exc.errors) from None
 
 
+_TIME = QueryParameter(
+    format=OpenAPIFormat.DATE_TIME, description="ISO 8601 time, e.g. 2026-01-01T00:00:00Z."
+)
+
+
+def _moment(field: str, value: str | None) -> datetime | None:
+    """An ISO 8601 query time, in UTC; only ISO 8601 (no bare numbers), as documented."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+        return moment if moment.tzinfo is None else moment.astimezone(UTC)
+    except (ValueError, OverflowError):
+        message = "must be an ISO 8601 time such as 2026-01-01T00:00:00Z"
+        raise ProblemError(
+            400,
+            "bad-query",
+            f"{field} {message}",
+            errors=[FieldError(field=field, message=message)],
+        ) from None
+
+
 @get(
     "/v1/dags",
     tags=["dags"],
     summary="List and search DAGs",
-    responses={400: _BAD_QUERY, 401: _UNAUTHENTICATED},
+    responses={**_LIMITS, 400: _BAD_QUERY, 401: _UNAUTHENTICATED},
 )
 async def list_dags(
     request: Request[Tenant, Any, Any],
@@ -225,8 +269,8 @@ async def list_dags(
         QueryParameter(description="Label selector `key=value`; repeat or comma-separate for AND."),
     ] = None,
     name_prefix: Annotated[str | None, QueryParameter(max_length=63)] = None,
-    created_after: FromQuery[datetime | None] = None,
-    created_before: FromQuery[datetime | None] = None,
+    created_after: Annotated[str | None, _TIME] = None,
+    created_before: Annotated[str | None, _TIME] = None,
     limit: Annotated[int, QueryParameter(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
     page_token: Annotated[str | None, QueryParameter(max_length=512)] = None,
 ) -> DagPage:
@@ -235,7 +279,13 @@ async def list_dags(
     Pages stay stable while new DAGs arrive: a walk sees every DAG that existed when it
     began exactly once.
     """
-    filters = _filters(states, label, name_prefix, created_after, created_before)
+    filters = _filters(
+        states,
+        label,
+        name_prefix,
+        _moment("created_after", created_after),
+        _moment("created_before", created_before),
+    )
     try:
         dags, token = await _service(request.app.state).search(
             request.user.name, filters, limit, page_token
@@ -253,7 +303,7 @@ async def list_dags(
     "/v1/dags/{dag_id:str}",
     tags=["dags"],
     summary="Get a DAG",
-    responses={401: _UNAUTHENTICATED, 404: _NOT_FOUND},
+    responses={**_LIMITS, 401: _UNAUTHENTICATED, 404: _NOT_FOUND},
 )
 async def get_dag(
     request: Request[Tenant, Any, Any], state: State, dag_id: FromPath[str]
@@ -271,7 +321,7 @@ async def get_dag(
     status_code=202,
     tags=["dags"],
     summary="Cancel a DAG",
-    responses={401: _UNAUTHENTICATED, 404: _NOT_FOUND, 409: _WRONG_STATE},
+    responses={**_LIMITS, 401: _UNAUTHENTICATED, 404: _NOT_FOUND, 409: _WRONG_STATE},
 )
 async def cancel_dag(
     request: Request[Tenant, Any, Any],
@@ -294,7 +344,7 @@ async def cancel_dag(
     status_code=202,
     tags=["dags"],
     summary="Retry a DAG",
-    responses={401: _UNAUTHENTICATED, 404: _NOT_FOUND, 409: _WRONG_STATE},
+    responses={**_LIMITS, 401: _UNAUTHENTICATED, 404: _NOT_FOUND, 409: _WRONG_STATE},
 )
 async def retry_dag(
     request: Request[Tenant, Any, Any],
@@ -315,7 +365,7 @@ async def retry_dag(
     "/v1/dags/{dag_id:str}/events",
     tags=["dags"],
     summary="A DAG's history",
-    responses={401: _UNAUTHENTICATED, 404: _NOT_FOUND},
+    responses={**_LIMITS, 401: _UNAUTHENTICATED, 404: _NOT_FOUND},
 )
 async def dag_events(request: Request[Tenant, Any, Any], dag_id: FromPath[str]) -> DagHistory:
     """Every state transition of the DAG, oldest first, with time, actor (server,
