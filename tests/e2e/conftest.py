@@ -175,7 +175,31 @@ class Stack:
             body: dict[str, Any] = await response.json()
             return body
 
+    async def history(self, dag_id: str) -> list[dict[str, Any]]:
+        """The DAG's transitions, from ``GET /v1/dags/{id}/events``."""
+        async with self.http.get(
+            f"{self.api_url}/v1/dags/{dag_id}/events",
+            headers={"Authorization": f"Bearer {TENANT_TOKEN}"},
+        ) as response:
+            assert response.status == 200, await response.text()
+            events: list[dict[str, Any]] = (await response.json())["events"]
+            return events
+
     # ------------------------------------------------------------ the reference Controller
+
+    async def workload_status(self, dag_id: str) -> int:
+        """HTTP status of GET /v1/workloads/{dag_id} at the Controller (200 or 404)."""
+        async with self.http.get(
+            f"{self.controller_url}/v1/workloads/{dag_id}",
+            headers={"Authorization": f"Bearer {CONTROLLER_TOKEN}"},
+        ) as response:
+            return response.status
+
+    async def put_requests(self) -> dict[str, int]:
+        """PUTs the Controller received per DAG, counted on arrival (hung ones included)."""
+        async with self.http.get(f"{self.controller_url}/admin/requests") as response:
+            body: dict[str, int] = await response.json()
+            return body
 
     async def set_faults(self, **faults: Any) -> None:
         async with self.http.post(f"{self.controller_url}/admin/faults", json=faults) as response:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.e2e.conftest import CONTROLLER_TOKEN, EXAMPLE, TENANT_TOKEN, Stack
+from tests.e2e.conftest import EXAMPLE, TENANT_TOKEN, Stack
 from tests.polling import wait_until
 from tests.processes import ROOT, free_port
 
@@ -57,29 +57,6 @@ async def cancel(stack: Stack, dag_id: str) -> dict[str, Any]:
     return body
 
 
-async def history(stack: Stack, dag_id: str) -> list[dict[str, Any]]:
-    status, body = await api(stack, "GET", f"/v1/dags/{dag_id}/events")
-    assert status == 200, body
-    events: list[dict[str, Any]] = body["events"]
-    return events
-
-
-async def workload_status(stack: Stack, dag_id: str) -> int:
-    """HTTP status of GET /v1/workloads/{dag_id} at the Controller (200 or 404)."""
-    async with stack.http.get(
-        f"{stack.controller_url}/v1/workloads/{dag_id}",
-        headers={"Authorization": f"Bearer {CONTROLLER_TOKEN}"},
-    ) as response:
-        return response.status
-
-
-async def put_requests(stack: Stack) -> dict[str, int]:
-    """PUTs the Controller received per DAG, counted on arrival (hung ones included)."""
-    async with stack.http.get(f"{stack.controller_url}/admin/requests") as response:
-        body: dict[str, int] = await response.json()
-        return body
-
-
 async def trigger_events(stack: Stack, event_type: str, result: str) -> float:
     """The running trigger's ``aimtp_trigger_events_total`` for one type and result."""
     url = f"http://127.0.0.1:{stack.ports['trigger']}/metrics"
@@ -111,7 +88,7 @@ async def test_cancel_of_a_pending_dag_never_reaches_the_controller(
         return await trigger_events(stack, "dag.submitted", "stale") >= 1
 
     await wait_until(submitted_event_seen, timeout=30)
-    assert dag_id not in await put_requests(stack)
+    assert dag_id not in await stack.put_requests()
     assert (await stack.dag(dag_id))["state"] == "CANCELLED"
 
 
@@ -124,7 +101,7 @@ async def test_cancel_of_a_triggering_dag_deletes_the_workload_its_call_created(
     dag_id = await stack.submit()
 
     async def call_in_flight() -> bool:
-        return (await put_requests(stack)).get(dag_id, 0) >= 1
+        return (await stack.put_requests()).get(dag_id, 0) >= 1
 
     await wait_until(call_in_flight, timeout=20)
     assert (await cancel(stack, dag_id))["state"] == "CANCELLING"
@@ -133,7 +110,7 @@ async def test_cancel_of_a_triggering_dag_deletes_the_workload_its_call_created(
     await stack.wait_all(engine, [dag_id], "CANCELLED", timeout=30)
 
     assert (await stack.creations()).get(dag_id) == 1
-    assert await workload_status(stack, dag_id) == 404
+    assert await stack.workload_status(dag_id) == 404
 
 
 @pytest.mark.timeout(60)
@@ -148,7 +125,7 @@ async def test_a_cancel_finished_while_the_trigger_still_retries_leaves_no_workl
     dag_id = await stack.submit(long_dag())
 
     async def call_refused() -> bool:
-        return (await put_requests(stack)).get(dag_id, 0) >= 1
+        return (await stack.put_requests()).get(dag_id, 0) >= 1
 
     await wait_until(call_refused, timeout=20)
     await cancel(stack, dag_id)
@@ -161,7 +138,7 @@ async def test_a_cancel_finished_while_the_trigger_still_retries_leaves_no_workl
     await wait_until(created_by_the_retry, timeout=20)
 
     async def nothing_left_running() -> bool:
-        return await workload_status(stack, dag_id) == 404
+        return await stack.workload_status(dag_id) == 404
 
     await wait_until(nothing_left_running, timeout=10)
     assert (await stack.dag(dag_id))["state"] == "CANCELLED"
@@ -174,14 +151,14 @@ async def test_cancel_of_a_running_dag_deletes_its_workload(
     await stack.clear_faults()
     dag_id = await stack.submit(long_dag())
     await stack.wait_all(engine, [dag_id], "RUNNING", timeout=20)
-    assert await workload_status(stack, dag_id) == 200
+    assert await stack.workload_status(dag_id) == 200
 
     await cancel(stack, dag_id)
     await stack.wait_all(engine, [dag_id], "CANCELLED", timeout=20)
 
-    assert await workload_status(stack, dag_id) == 404
+    assert await stack.workload_status(dag_id) == 404
     assert (await stack.creations()).get(dag_id) == 1
-    events = await history(stack, dag_id)
+    events = await stack.history(dag_id)
     assert [(e["to_state"], e["actor"]) for e in events[-2:]] == [
         ("CANCELLING", "server"),
         ("CANCELLED", "trigger"),
@@ -226,7 +203,7 @@ async def test_retry_of_a_failed_dag_succeeds_as_attempt_2(
     assert (view["attempt"], view["error"]) == (2, None)
     assert {task["phase"] for task in view["tasks"].values()} == {"Succeeded"}
     assert (await stack.creations()).get(dag_id) == 1  # attempt 1 was refused
-    assert [(e["to_state"], e["attempt"]) for e in await history(stack, dag_id)] == [
+    assert [(e["to_state"], e["attempt"]) for e in await stack.history(dag_id)] == [
         ("PENDING", 1),
         ("TRIGGERING", 1),
         ("FAILED", 1),
@@ -245,7 +222,7 @@ async def test_history_of_a_succeeded_dag_names_each_step_and_who_made_it(
     dag_id = await stack.submit()
     await stack.wait_all(engine, [dag_id], "SUCCEEDED", timeout=30)
 
-    events = await history(stack, dag_id)
+    events = await stack.history(dag_id)
 
     assert [(e["from_state"], e["to_state"]) for e in events] == [
         (None, "PENDING"),

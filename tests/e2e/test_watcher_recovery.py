@@ -18,7 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from aimtp.db.records import utcnow
-from tests.e2e.conftest import CONTROLLER_TOKEN, EXAMPLE, TENANT_TOKEN, Stack
+from tests.e2e.conftest import EXAMPLE, TENANT_TOKEN, Stack
 from tests.polling import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -53,34 +53,8 @@ def one_task_dag(seconds: float, **fields: Any) -> dict[str, Any]:
     return spec
 
 
-async def history(stack: Stack, dag_id: str) -> list[dict[str, Any]]:
-    async with stack.http.get(
-        f"{stack.api_url}/v1/dags/{dag_id}/events",
-        headers={"Authorization": f"Bearer {TENANT_TOKEN}"},
-    ) as response:
-        assert response.status == 200, await response.text()
-        events: list[dict[str, Any]] = (await response.json())["events"]
-        return events
-
-
 def steps(events: list[dict[str, Any]]) -> list[Step]:
     return [(e["from_state"], e["to_state"], e["actor"]) for e in events]
-
-
-async def workload_status(stack: Stack, dag_id: str) -> int:
-    """HTTP status of GET /v1/workloads/{dag_id} at the Controller (200 or 404)."""
-    async with stack.http.get(
-        f"{stack.controller_url}/v1/workloads/{dag_id}",
-        headers={"Authorization": f"Bearer {CONTROLLER_TOKEN}"},
-    ) as response:
-        return response.status
-
-
-async def put_requests(stack: Stack) -> dict[str, int]:
-    """PUTs the Controller received per DAG, counted on arrival (hung ones included)."""
-    async with stack.http.get(f"{stack.controller_url}/admin/requests") as response:
-        body: dict[str, int] = await response.json()
-        return body
 
 
 @pytest.mark.timeout(60)
@@ -105,7 +79,7 @@ async def test_an_event_marked_published_but_never_sent_is_reemitted(
     await stack.wait_all(engine, [dag_id], "SUCCEEDED", timeout=30)
 
     assert (await stack.creations()).get(dag_id) == 1
-    events = await history(stack, dag_id)
+    events = await stack.history(dag_id)
     assert steps(events)[:2] == [(None, "PENDING", "server"), ("PENDING", "PENDING", "watcher")]
     assert "re-emitted" in events[1]["reason"]
     assert steps(events)[-1][1] == "SUCCEEDED"
@@ -120,7 +94,7 @@ async def test_a_trigger_killed_mid_call_leaves_every_dag_created_exactly_once(
     dag_ids = await stack.submit_many(6)
 
     async def all_calls_in_flight() -> bool:
-        requests = await put_requests(stack)
+        requests = await stack.put_requests()
         return all(requests.get(dag_id, 0) >= 1 for dag_id in dag_ids)
 
     await wait_until(all_calls_in_flight, timeout=20)
@@ -163,8 +137,8 @@ async def test_outcomes_whose_callbacks_were_lost_are_learned_from_the_controlle
     }
     assert {name: task["phase"] for name, task in failed["tasks"].items()} == {"doomed": "Failed"}
     assert failed["error"] == "task 'doomed' failed: simulated failure"
-    assert steps(await history(stack, succeeds))[-1] == ("RUNNING", "SUCCEEDED", "watcher")
-    assert steps(await history(stack, fails))[-1] == ("RUNNING", "FAILED", "watcher")
+    assert steps(await stack.history(succeeds))[-1] == ("RUNNING", "SUCCEEDED", "watcher")
+    assert steps(await stack.history(fails))[-1] == ("RUNNING", "FAILED", "watcher")
 
 
 @pytest.mark.timeout(60)
@@ -182,7 +156,7 @@ async def test_a_workload_the_controller_forgot_is_run_again_as_a_new_attempt(
 
     assert (await stack.dag(dag_id))["attempt"] == 2
     assert (await stack.creations()).get(dag_id) == 2
-    events = await history(stack, dag_id)
+    events = await stack.history(dag_id)
     lost = [e for e in events if (e["from_state"], e["to_state"]) == ("RUNNING", "PENDING")]
     assert [(e["actor"], e["attempt"]) for e in lost] == [("watcher", 2)]
     assert "workload lost at the Controller" in lost[0]["reason"]
@@ -199,9 +173,9 @@ async def test_a_dag_past_its_timeout_is_timed_out_and_deleted_at_the_controller
 
     await stack.wait_all(engine, [dag_id], "TIMED_OUT", timeout=20)
 
-    assert await workload_status(stack, dag_id) == 404
+    assert await stack.workload_status(dag_id) == 404
     assert (await stack.creations()).get(dag_id) == 1
-    assert steps(await history(stack, dag_id))[-1] == ("RUNNING", "TIMED_OUT", "watcher")
+    assert steps(await stack.history(dag_id))[-1] == ("RUNNING", "TIMED_OUT", "watcher")
 
 
 @pytest.mark.timeout(60)
@@ -222,5 +196,5 @@ async def test_a_cancel_the_trigger_could_not_deliver_is_finished_by_the_watcher
 
     await stack.wait_all(engine, [dag_id], "CANCELLED", timeout=30)
 
-    assert await workload_status(stack, dag_id) == 404
-    assert steps(await history(stack, dag_id))[-1] == ("CANCELLING", "CANCELLED", "watcher")
+    assert await stack.workload_status(dag_id) == 404
+    assert steps(await stack.history(dag_id))[-1] == ("CANCELLING", "CANCELLED", "watcher")

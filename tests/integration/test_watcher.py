@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -33,20 +32,6 @@ SETTINGS = dataclasses.replace(
 )
 DEADLINES = load(DeadlineSettings)
 PAST = timedelta(minutes=10)
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[ControllerSim]:
-    sim = ControllerSim(SimConfig(token="ctl", default_task_seconds=60))
-    await sim.start()
-    yield sim
-    await sim.stop()
-
-
-@pytest.fixture
-async def controller(sim: ControllerSim) -> AsyncIterator[ControllerClient]:
-    async with ControllerClient(sim.url, "ctl", timeout_seconds=2) as client:
-        yield client
 
 
 @pytest.fixture

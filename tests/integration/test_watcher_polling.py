@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -23,26 +22,12 @@ from aimtp.events import Actor
 from aimtp.lifecycle import submit_dag, transition
 from aimtp.settings import DeadlineSettings, WatcherSettings, load
 from aimtp.states import DagState
-from controller_sim.server import ControllerSim, SimConfig
+from controller_sim.server import ControllerSim
 from sweeper import Rules
 from tests.polling import wait_until
 
 SPEC: dict[str, Any] = json.loads((Path(__file__).parents[2] / "examples" / "dag.json").read_text())
 PAST = timedelta(minutes=10)
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[ControllerSim]:
-    sim = ControllerSim(SimConfig(token="ctl", default_task_seconds=60))
-    await sim.start()
-    yield sim
-    await sim.stop()
-
-
-@pytest.fixture
-async def controller(sim: ControllerSim) -> AsyncIterator[ControllerClient]:
-    async with ControllerClient(sim.url, "ctl", timeout_seconds=2) as client:
-        yield client
 
 
 @pytest.fixture
