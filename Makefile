@@ -16,10 +16,12 @@ VEGETA_VERSION := v12.13.0
 VEGETA := .local/bin/vegeta
 # `make bench BENCH_ARGS="--quick"` or `--scenario NAME`; `--list` describes them.
 BENCH_ARGS ?=
+# `make chaos CHAOS_ARGS="--quick"` or `--scenario NAME` (repeatable).
+CHAOS_ARGS ?=
 PROTOS := proto/aimtp/v1/dags.proto
 PROTO_GEN := $(foreach f,dags_pb2.py dags_pb2.pyi dags_pb2_grpc.py dags_pb2_grpc.pyi,aimtp/v1/$(f))
 
-.PHONY: help venv proto infra up down run test lint fmt docs kustomize vegeta bench
+.PHONY: help venv proto infra up down run test lint fmt docs kustomize vegeta bench chaos
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -90,3 +92,6 @@ vegeta: ## build the pinned vegeta load generator into .local/bin (once; needs G
 
 bench: infra vegeta ## run the benchmarks (bench/README.md); BENCH_ARGS="--quick" for a smoke run
 	$(PY) -m bench --vegeta $(VEGETA) $(BENCH_ARGS)
+
+chaos: infra ## faults under load on two of every process: exits 1 if anything is lost (chaos/README.md)
+	$(PY) -m chaos $(CHAOS_ARGS)

@@ -103,6 +103,12 @@ class Process:
     def cpu_seconds(self) -> float | None:
         return procfs.cpu_seconds(self.pid) if self.alive() else None
 
+    async def kill(self) -> None:
+        """SIGKILL, as a crashed node or an OOM kill would: no drain, no cleanup."""
+        if self.popen is not None and self.alive():
+            self.popen.kill()
+            await asyncio.to_thread(self.popen.wait, 10)
+
     async def wait_healthy(self, http: aiohttp.ClientSession, url: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

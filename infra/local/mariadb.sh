@@ -2,8 +2,8 @@
 # MariaDB for local runs and tests: `mariadb.sh up` installs the Debian package
 # when mariadbd is missing, starts a server on 127.0.0.1:3306 with its data under
 # .local/mariadb (unless one already answers there), and creates the application
-# user, the `aimtp` database, the test databases and the `aimtp_bench` database of
-# `make bench`. `mariadb.sh down` stops the server this script started. Both are
+# user, the `aimtp` database, the test databases, and the `aimtp_bench` and
+# `aimtp_chaos` databases of `make bench` and `make chaos`. `mariadb.sh down` stops the server this script started. Both are
 # idempotent.
 source "$(dirname "$0")/common.sh"
 
@@ -43,7 +43,7 @@ start() {
 # True when the application user already reaches every database this script creates
 # (for example on a server another checkout of the project started).
 provisioned() {
-  local use="USE aimtp; USE aimtp_bench;"
+  local use="USE aimtp; USE aimtp_bench; USE aimtp_chaos;"
   for i in $(seq 0 $((TEST_DATABASES - 1))); do use+=" USE aimtp_test_$i;"; done
   mariadb --protocol=tcp -h 127.0.0.1 -P "$PORT" -uaimtp -paimtp -e "$use" >/dev/null 2>&1
 }
@@ -59,7 +59,10 @@ GRANT ALL ON \`aimtp\\_test%\`.* TO 'aimtp'@'127.0.0.1';
 GRANT ALL ON \`aimtp\\_test%\`.* TO 'aimtp'@'localhost';
 CREATE DATABASE IF NOT EXISTS aimtp_bench;
 GRANT ALL ON aimtp_bench.* TO 'aimtp'@'127.0.0.1';
-GRANT ALL ON aimtp_bench.* TO 'aimtp'@'localhost';"
+GRANT ALL ON aimtp_bench.* TO 'aimtp'@'localhost';
+CREATE DATABASE IF NOT EXISTS aimtp_chaos;
+GRANT ALL ON aimtp_chaos.* TO 'aimtp'@'127.0.0.1';
+GRANT ALL ON aimtp_chaos.* TO 'aimtp'@'localhost';"
   for i in $(seq 0 $((TEST_DATABASES - 1))); do
     sql+="CREATE DATABASE IF NOT EXISTS aimtp_test_$i;"
   done
