@@ -34,10 +34,12 @@ class LeaderLock:
         # (and test suites) sharing one MySQL server elect their leaders separately.
         self.name = f"{make_url(database_url).database}:{name}"
         self._conn: AsyncConnection | None = None
+        # Not "a connection is open": a standby keeps its connection between waits.
+        self._held = False
 
     @property
     def held(self) -> bool:
-        return self._conn is not None
+        return self._held
 
     async def try_acquire(self, wait_seconds: float) -> bool:
         """Block up to ``wait_seconds`` for the lock; True when this process now leads."""
@@ -50,10 +52,10 @@ class LeaderLock:
         except Exception:
             await self._drop()
             raise
-        if got == 1:
+        self._held = got == 1
+        if self._held:
             log.info("leadership acquired", extra={"lock": self.name})
-            return True
-        return False
+        return self._held
 
     async def still_held(self) -> bool:
         """Ask the server; any failure means the lock may be gone, so leadership is over."""
@@ -81,6 +83,7 @@ class LeaderLock:
         await self._engine.dispose()
 
     async def _drop(self) -> None:
+        self._held = False
         conn, self._conn = self._conn, None
         if conn is not None:
             try:

@@ -109,9 +109,9 @@ def judge_order(
 class TopicRecorder:
     """Reads every partition of a topic from the beginning, outside any consumer group."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, partitions: int) -> None:
         self._bootstrap = bootstrap
-        self._topic = topic
+        self._partitions = [TopicPartition(topic, p) for p in range(partitions)]
         self.events: dict[str, list[str]] = defaultdict(list)
         """Record key (DAG id) -> ``ce_id`` of each record, in partition order."""
         self.records = 0
@@ -129,20 +129,9 @@ class TopicRecorder:
             retry_backoff_ms=500,
         )
         await self._consumer.start()
-        partitions = await self._wait_partitions()
-        self._consumer.assign(partitions)
-        await self._consumer.seek_to_beginning(*partitions)
+        self._consumer.assign(self._partitions)
+        await self._consumer.seek_to_beginning(*self._partitions)
         self._task = asyncio.create_task(self._consume(), name="topic-recorder")
-
-    async def _wait_partitions(self) -> list[TopicPartition]:
-        assert self._consumer is not None
-        for _ in range(100):
-            found = self._consumer.partitions_for_topic(self._topic)
-            if found:
-                return [TopicPartition(self._topic, p) for p in sorted(found)]
-            await self._consumer.topics()  # refreshes the metadata
-            await asyncio.sleep(0.1)
-        raise TimeoutError(f"topic {self._topic} has no partitions")
 
     async def _consume(self) -> None:
         assert self._consumer is not None
@@ -162,9 +151,8 @@ class TopicRecorder:
         assert self._consumer is not None
         if self._task is not None and self._task.done():
             self._task.result()  # a dead recorder must not pass for an idle topic
-        partitions = list(self._consumer.assignment())
         try:
-            ends = await self._consumer.end_offsets(partitions)
+            ends = await self._consumer.end_offsets(self._partitions)
         except Exception:
             return False
         for partition, end in ends.items():

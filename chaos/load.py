@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -38,7 +39,8 @@ class Submissions:
     """A 4xx that is not worth retrying: the client's mistake, never expected here."""
     abandoned: dict[str, str] = field(default_factory=dict)
     """Still not answered when the client gave up: never accepted, so never owed."""
-    retries: int = 0
+    retries: Counter[str] = field(default_factory=Counter)
+    """Why requests had to be sent again: ``HTTP 503``, ``ServerDisconnectedError``, …"""
 
     def accepted_ids(self, before: float | None = None) -> list[str]:
         return [a.dag_id for a in self.accepted.values() if before is None or a.at <= before]
@@ -94,13 +96,14 @@ class Submitter:
                             body = await response.json()
                             self.result.accepted[key] = Accepted(body["id"], time.time(), tries)
                             return
-                        last = f"HTTP {response.status}: {(await response.text())[:200]}"
+                        last = f"HTTP {response.status}"
                         if response.status not in _RETRYABLE_STATUS:
-                            self.result.refused[key] = last
+                            detail = (await response.text())[:200]
+                            self.result.refused[key] = f"{last}: {detail}"
                             return
                 except (aiohttp.ClientError, TimeoutError) as exc:
-                    last = f"{type(exc).__name__}: {exc}"
-                self.result.retries += 1
+                    last = type(exc).__name__
+                self.result.retries[last] += 1
                 await asyncio.sleep(backoff_delay(tries, base=0.2, cap=2.0))
             self.result.abandoned[key] = last
         finally:

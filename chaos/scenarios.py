@@ -192,7 +192,7 @@ async def run_scenario(
     report = ScenarioReport(fault.name, fault.title)
     await reset_database(db)
     topology = Topology(environment, fault.name, sim_args=SIM_ARGS)
-    recorder = TopicRecorder(environment.kafka_bootstrap, topology.topic)
+    recorder = TopicRecorder(environment.kafka_bootstrap, topology.topic, environment.partitions)
     run = Run(topology, fault.outage * params.outage_scale)
     exit_codes: dict[str, int | None] = {}
     try:
@@ -201,7 +201,6 @@ async def run_scenario(
             await topology.set_faults(**fault.setup)
         await recorder.start()
         submitter = Submitter(topology.http, topology.api_urls, TOKEN, BODY)
-        load_started = time.monotonic()
         load = asyncio.create_task(submitter.run(params.count, params.rate), name="load")
         await asyncio.sleep(params.fault_at)
         fault_started = time.monotonic()
@@ -210,7 +209,6 @@ async def run_scenario(
         report.figures["fault_s"] = round(time.monotonic() - fault_started, 1)
         report.figures["recover_s"] = await _recovery(db, fault_over, params.quiesce_timeout)
         submissions = await load
-        report.figures["load_s"] = round(time.monotonic() - load_started, 1)
         report.figures["quiet_s"] = await _quiescence(db, recorder, submissions, params)
         report.verdict = await _audit(db, topology, recorder, submissions)
         report.figures.update(_submission_figures(submissions))
@@ -293,7 +291,7 @@ async def _audit(
 
 def _submission_figures(submissions: Submissions) -> dict[str, Any]:
     return {
-        "client_retries": submissions.retries,
+        "client_retries": dict(submissions.retries.most_common()),
         "refused": len(submissions.refused),
         "abandoned": len(submissions.abandoned),
         "refusals": sorted(set(submissions.refused.values()))[:5],

@@ -271,6 +271,10 @@ async def test_leader_that_lost_its_lock_connection_steps_down(engine: AsyncEngi
     try:
         assert await first.try_acquire(0)
         assert not await second.try_acquire(0)
+        # A standby that waited in vain keeps its connection but does not lead.
+        assert (first.held, second.held) == (True, False)
+        assert not await second.try_acquire(0)
+        assert not second.held
         async with engine.begin() as conn:
             holder = (
                 await conn.execute(text("SELECT IS_USED_LOCK(:n)"), {"n": first.name})
