@@ -14,10 +14,10 @@ from typing import Any
 import asyncmy
 from sqlalchemy import make_url
 
-from aimtp.db import SCHEMA_PATH, schema_statements
+from aimtp.db import SCHEMA_PATH, schema_statements, schema_tables
 
 # Every product table; the benchmark's own bookkeeping lives in bench_meta.
-PRODUCT_TABLES = ("outbox", "dag_transitions", "processed_events", "dag_labels", "dags")
+PRODUCT_TABLES = tuple(schema_tables())
 # Tables whose rows only ever belong to one scenario: emptied between scenarios.
 TRANSIENT_TABLES = ("outbox", "dag_transitions", "processed_events")
 

@@ -93,6 +93,9 @@ async def _kill_leader(run: Run, kind: str, label: str) -> None:
 
 
 async def kill_relay_twice(run: Run) -> None:
+    # Both kills at random moments: the first 0-5 s after the fault time, the second
+    # 2-8 s after the restart of the first victim.
+    await asyncio.sleep(random.uniform(0, 5))
     await _kill_leader(run, "relay", "first")
     await asyncio.sleep(random.uniform(2, 8))
     await _kill_leader(run, "relay", "second")

@@ -70,6 +70,14 @@ CREATE TABLE IF NOT EXISTS outbox (
   KEY ix_outbox_status_published (status, published_at)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
+-- One row that every relay batch locks first, in its own transaction. A relay that lost
+-- its leadership while a batch was open keeps its successor waiting until that batch
+-- has committed or rolled back, so two relays never publish at the same time.
+CREATE TABLE IF NOT EXISTS outbox_fence (
+  id TINYINT UNSIGNED NOT NULL,
+  PRIMARY KEY (id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
 -- Every state transition of every DAG: the history users read.
 CREATE TABLE IF NOT EXISTS dag_transitions (
   id         BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,

@@ -2,8 +2,9 @@
 
 One relay is active at a time (``aimtp.leader``); standbys wait in ``GET_LOCK`` and
 take over when the leader's connection goes. Each batch runs in one transaction:
-claim (``FOR UPDATE SKIP LOCKED``), publish, mark published in one statement,
-commit. A row is marked only after the broker acknowledged it, so a crash between
+enter the fence (a row lock that keeps a deposed leader's open batch and its
+successor's apart), claim (``FOR UPDATE SKIP LOCKED``), publish, mark published in
+one statement, commit. A row is marked only after the broker acknowledged it, so a crash between
 the ack and the commit re-publishes the row (at-least-once; subscribers dedupe on
 ``ce_id``) but never loses it.
 """
@@ -169,6 +170,7 @@ class Relay:
     async def relay_batch(self) -> BatchOutcome:
         """Claim, publish and mark one batch in one transaction."""
         async with self._engine.begin() as conn:
+            await conn.execute(QUERIES["enter_outbox_fence"])
             result = await conn.execute(
                 QUERIES["claim_outbox_batch"], {"limit": self._settings.relay_batch_size}
             )
@@ -207,6 +209,7 @@ class Relay:
                 except TimeoutError as exc:
                     outcome.failure = exc
                     return outcome
+                acked_at = utcnow()
                 for (row, _), result in zip(sent, results, strict=True):
                     if isinstance(result, PERMANENT_ERRORS):
                         outcome.parked.append((row, _reason(result)))
@@ -216,6 +219,8 @@ class Relay:
                         held_back.add(row.dag_id)
                     else:
                         outcome.published.append(row)
+                        delay = (acked_at - row.created_at).total_seconds()
+                        metrics.OUTBOX_PUBLISH_DELAY.observe(delay)
             if outcome.failure is not None:
                 log.warning(
                     "broker did not take the batch; %d rows stay pending",
@@ -253,10 +258,7 @@ class Relay:
 
     def _observe(self, outcome: BatchOutcome) -> None:
         if outcome.published:
-            now = utcnow()
             metrics.OUTBOX_PUBLISHED.inc(len(outcome.published))
-            for row in outcome.published:
-                metrics.OUTBOX_PUBLISH_DELAY.observe((now - row.created_at).total_seconds())
         if outcome.parked:
             metrics.OUTBOX_PARKED.inc(len(outcome.parked))
         if outcome.failure is not None:

@@ -9,10 +9,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from aimtp.db import apply_schema, create_engine
+from aimtp.db import apply_schema, create_engine, schema_tables
 from aimtp.settings import DatabaseSettings, KafkaSettings, load
 
-TABLES = ("outbox", "dag_transitions", "processed_events", "dag_labels", "dags")
+TABLES = tuple(schema_tables())
 
 NOT_RUNNING = (
     "{what} is not reachable at {where}. The suite needs the real services: "

@@ -6,7 +6,7 @@ state change and its outbox event can never be split.
 
 from aimtp.db.engine import create_engine, is_reachable
 from aimtp.db.queries import QUERIES
-from aimtp.db.schema import SCHEMA_PATH, apply_schema, schema_statements
+from aimtp.db.schema import SCHEMA_PATH, apply_schema, schema_statements, schema_tables
 
 __all__ = [
     "QUERIES",
@@ -15,4 +15,5 @@ __all__ = [
     "create_engine",
     "is_reachable",
     "schema_statements",
+    "schema_tables",
 ]

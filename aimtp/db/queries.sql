@@ -65,6 +65,12 @@ WHERE id = :id AND tenant = :tenant;
 
 -- ---------------------------------------------------------------- relay
 
+-- The first statement of every relay batch: waits while another relay's batch is open
+-- (see outbox_fence in schema.sql). An upsert, so the row needs no seeding and survives
+-- a cleared table; a duplicate key takes the row's exclusive lock.
+-- name: enter_outbox_fence
+INSERT INTO outbox_fence (id) VALUES (1) ON DUPLICATE KEY UPDATE id = id;
+
 -- Unpublished rows in id order. Selected by status, never by "id above the last one
 -- sent", so a row whose transaction commits late is still found. SKIP LOCKED steps
 -- over rows of transactions still in flight instead of waiting for them. Rows of a

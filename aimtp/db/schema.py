@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from sqlalchemy import text
@@ -14,6 +15,15 @@ def schema_statements(path: Path = SCHEMA_PATH) -> list[str]:
     """The statements of a SQL file, comments removed, split on ``;`` at line ends."""
     lines = [line for line in path.read_text().splitlines() if not line.lstrip().startswith("--")]
     return [stmt.strip() for stmt in "\n".join(lines).split(";\n") if stmt.strip().strip(";")]
+
+
+def schema_tables(path: Path = SCHEMA_PATH) -> list[str]:
+    """The tables schema.sql creates, in its order."""
+    return [
+        match.group(1)
+        for statement in schema_statements(path)
+        if (match := re.match(r"CREATE TABLE IF NOT EXISTS (\w+)", statement))
+    ]
 
 
 async def apply_schema(engine: AsyncEngine, path: Path = SCHEMA_PATH) -> None:

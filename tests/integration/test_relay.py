@@ -289,6 +289,53 @@ async def test_leader_that_lost_its_lock_connection_steps_down(engine: AsyncEngi
         await second.close()
 
 
+async def test_a_deposed_leaders_open_batch_keeps_its_successor_waiting(
+    engine: AsyncEngine, relay: Relay, topic: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The leader's lock connection dies while its batch is open: the standby that takes
+    over must not publish the DAG's later rows ahead of that batch (SKIP LOCKED alone
+    would step over the old batch's rows and do exactly that)."""
+    dag = new_id()
+    async with engine.begin() as conn:
+        for seq in range(3):
+            await insert_event(conn, dag, seq)
+
+    gate = asyncio.Event()
+    record = relay._record
+
+    async def record_when_let_go(conn: AsyncConnection, outcome: object) -> None:
+        await gate.wait()  # published, not yet marked: the old leader's batch stays open
+        await record(conn, outcome)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(relay, "_record", record_when_let_go)
+    deposed = asyncio.create_task(relay.relay_batch())
+    await asyncio.sleep(0.5)
+    async with engine.begin() as conn:
+        for seq in range(3, 6):
+            await insert_event(conn, dag, seq)
+
+    producer = create_producer(load(KafkaSettings), SETTINGS)
+    await producer.start()
+    lock = LeaderLock(load(DatabaseSettings).database_url, f"test-successor-{topic}")
+    successor = Relay(engine, producer, lock, SETTINGS, topic)
+    try:
+        succeeding = asyncio.create_task(successor.relay_batch())
+        await asyncio.sleep(1.0)
+        assert not succeeding.done(), "the successor published while the old batch was open"
+        gate.set()
+        assert len((await deposed).published) == 3
+        assert len((await asyncio.wait_for(succeeding, timeout=10)).published) == 3
+    finally:
+        gate.set()
+        await producer.stop()
+        await lock.close()
+
+    records = await read_topic(topic, expected=6)
+    ordered = sorted(records, key=lambda r: (r.partition, r.offset))
+    assert [msgspec.json.decode(r.value, type=Seq).seq for r in ordered] == list(range(6))
+    assert await statuses(engine) == {"published": 6}
+
+
 async def test_relay_loop_publishes_continuously_and_stops_on_request(
     engine: AsyncEngine, relay: Relay, topic: str
 ) -> None:

@@ -50,12 +50,19 @@ async def test_schema_applies_twice_without_change(engine: AsyncEngine) -> None:
     before = await _definitions(engine)
     await apply_schema(engine)
     assert await _definitions(engine) == before
-    assert set(before) == {"dags", "dag_labels", "outbox", "dag_transitions", "processed_events"}
+    assert set(before) == {
+        "dags",
+        "dag_labels",
+        "outbox",
+        "outbox_fence",
+        "dag_transitions",
+        "processed_events",
+    }
 
 
 def test_schema_sql_splits_into_create_statements() -> None:
     statements = schema_statements()
-    assert len(statements) == 5
+    assert len(statements) == 6
     assert all(s.startswith("CREATE TABLE IF NOT EXISTS") for s in statements)
 
 
