@@ -17,6 +17,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
 
+from aimtp.db import is_database_unavailable
 from aimtp.spec import FieldError
 
 log = logging.getLogger(__name__)
@@ -136,18 +137,12 @@ def _on_too_deep(request: Request[Any, Any, Any], exc: RecursionError) -> Respon
     return problem_response(problem)
 
 
-# Can't connect (2002, 2003), connection lost (2006, 2013), too many connections (1040),
-# lock wait timeout (1205), deadlock (1213).
-TRANSIENT_MYSQL_ERRORS = frozenset({2002, 2003, 2006, 2013, 1040, 1205, 1213})
-
-
 def _on_database_unavailable(
     request: Request[Any, Any, Any], exc: OperationalError | SATimeoutError
 ) -> Response[Any]:
     """No connection to be had (pool exhausted, database down, lock wait timeout): the
     transaction was rolled back and a retry may succeed, so a 503, not a 500."""
-    code = getattr(getattr(exc, "orig", None), "args", (None,))[0]
-    if isinstance(exc, OperationalError) and code not in TRANSIENT_MYSQL_ERRORS:
+    if not is_database_unavailable(exc):
         return _on_unexpected(request, exc)
     log.warning(
         "database unavailable", extra={"path": request.url.path, "error": type(exc).__name__}

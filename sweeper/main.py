@@ -41,7 +41,11 @@ async def watcher_main(*, once: bool = False, stop: asyncio.Event | None = None)
             settings.watcher_interval_seconds,
         )
         if once:
-            report = await watcher.once()
+            try:
+                report = await watcher.once()
+            except Exception:
+                log.error("the sweep did not run; exiting 1 so the CronJob records a failure")
+                return 1
             if report is None:
                 log.info("another watcher holds the lock; nothing to do")
             return 0

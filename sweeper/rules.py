@@ -91,20 +91,24 @@ class Rules:
         act: Callable[[DagRecord, SweepReport], Awaitable[None]],
         report: SweepReport,
     ) -> None:
-        """Fetch overdue DAGs in bounded batches and act on each once per sweep."""
+        """Fetch overdue DAGs in bounded batches and act on each once per sweep.
+
+        A DAG whose action could not be done (the Controller is down) is still overdue
+        when the next batch is fetched, so each fetch reaches past the ones already
+        handled: they must not hide the DAGs behind them until the next sweep.
+        """
+        size = self._settings.watcher_batch_size
         handled: set[str] = set()
         for _ in range(self._settings.watcher_max_batches):
-            batch = [
-                dag
-                for dag in await fetch(self._settings.watcher_batch_size)
-                if dag.id not in handled
-            ]
+            limit = size + len(handled)
+            fetched = await fetch(limit)
+            batch = [dag for dag in fetched if dag.id not in handled][:size]
             if not batch:
                 break
             report.overdue[label] += len(batch)
             handled.update(dag.id for dag in batch)
             await asyncio.gather(*(self._guarded(act, dag, report) for dag in batch))
-            if len(batch) < self._settings.watcher_batch_size:
+            if len(fetched) < limit:
                 break
         metrics.WATCHER_OVERDUE.labels(label).set(report.overdue[label])
 

@@ -29,13 +29,22 @@ class Watcher:
         self._sweeping = asyncio.Lock()
 
     async def tick(self) -> SweepReport | None:
-        """One scheduled run: lead (or try to), then sweep. None when another leads."""
+        """One scheduled run: lead (or try to), then sweep. None when another leads, or
+        when the sweep could not run (logged and counted; the next tick tries again)."""
+        try:
+            return await self._lead_and_sweep()
+        except Exception:
+            return None
+
+    async def _lead_and_sweep(self) -> SweepReport | None:
+        """A sweep if this process leads, None if another does; raises when either fails."""
         async with self._sweeping:
             try:
                 leading = await self._lock.still_held() or await self._lock.try_acquire(0)
             except Exception:
+                metrics.WATCHER_ACTIVE.set(0)
                 log.warning("cannot reach the database for leadership", exc_info=True)
-                leading = False
+                raise
             metrics.WATCHER_ACTIVE.set(1 if leading else 0)
             if not leading:
                 return None
@@ -45,7 +54,7 @@ class Watcher:
             except Exception:
                 metrics.WATCHER_SWEEPS.labels("error").inc()
                 log.exception("sweep failed")
-                return None
+                raise
             finally:
                 metrics.WATCHER_SWEEP_SECONDS.observe(time.monotonic() - started)
             metrics.WATCHER_SWEEPS.labels("ok").inc()
@@ -78,8 +87,9 @@ class Watcher:
                 metrics.WATCHER_ACTIVE.set(0)
 
     async def once(self) -> SweepReport | None:
-        """The CronJob form: one sweep if no other watcher holds the lock."""
+        """The CronJob form: one sweep if no other watcher holds the lock. Raises when the
+        database cannot be reached or the sweep fails, so the Job run fails visibly."""
         try:
-            return await self.tick()
+            return await self._lead_and_sweep()
         finally:
             await self._lock.release()

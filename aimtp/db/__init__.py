@@ -4,7 +4,7 @@ Functions here take the caller's connection: the caller owns the transaction, so
 state change and its outbox event can never be split.
 """
 
-from aimtp.db.engine import create_engine, is_reachable
+from aimtp.db.engine import create_engine, is_database_unavailable, is_reachable
 from aimtp.db.queries import QUERIES
 from aimtp.db.schema import SCHEMA_PATH, apply_schema, schema_statements, schema_tables
 
@@ -13,6 +13,7 @@ __all__ = [
     "SCHEMA_PATH",
     "apply_schema",
     "create_engine",
+    "is_database_unavailable",
     "is_reachable",
     "schema_statements",
     "schema_tables",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from aimtp.settings import DatabaseSettings
@@ -33,3 +35,19 @@ async def is_reachable(engine: AsyncEngine) -> bool:
     except Exception:
         return False
     return True
+
+
+# Can't connect (2002, 2003), connection lost (2006, 2013), too many connections (1040),
+# lock wait timeout (1205), deadlock (1213).
+TRANSIENT_MYSQL_ERRORS = frozenset({2002, 2003, 2006, 2013, 1040, 1205, 1213})
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """The database could not serve the transaction (down, saturated, a lock wait timed
+    out): it was rolled back, and the same request may succeed when retried."""
+    if isinstance(exc, PoolTimeoutError):
+        return True
+    if isinstance(exc, OperationalError):
+        code = getattr(exc.orig, "args", (None,))[0]
+        return code in TRANSIENT_MYSQL_ERRORS
+    return False

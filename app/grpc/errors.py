@@ -4,7 +4,8 @@ The same exceptions the HTTP routes map to problem+json; each maps to one code h
 INVALID_ARGUMENT (with ``BadRequest`` naming each field), NOT_FOUND, ALREADY_EXISTS
 (an idempotency key reused with another spec), FAILED_PRECONDITION (wrong state,
 with ``PreconditionFailure``), ABORTED (the DAG kept changing), UNAVAILABLE (timed
-out; retry), UNAUTHENTICATED and RESOURCE_EXHAUSTED (with ``RetryInfo``).
+out, or the database is unavailable; retry, with ``RetryInfo``), UNAUTHENTICATED and
+RESOURCE_EXHAUSTED (with ``RetryInfo``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from aimtp.db import is_database_unavailable
 from aimtp.spec import FieldError, SpecError
 from app.listing import InvalidPageToken
 from app.service import BusyDag, DagNotFound, IdempotencyConflict, InvalidRequest, InvalidState
@@ -60,13 +62,17 @@ def bad_request(message: str, errors: Iterable[FieldError]) -> RpcError:
 
 
 def rate_limited(retry_after_seconds: float) -> RpcError:
-    delay = duration_pb2.Duration()
-    delay.FromNanoseconds(int(retry_after_seconds * 1e9))
     return RpcError(
         grpc.StatusCode.RESOURCE_EXHAUSTED,
         "rate limit exceeded for this tenant; retry later",
-        [error_details_pb2.RetryInfo(retry_delay=delay)],
+        [_retry_info(retry_after_seconds)],
     )
+
+
+def _retry_info(seconds: float) -> error_details_pb2.RetryInfo:
+    delay = duration_pb2.Duration()
+    delay.FromNanoseconds(int(seconds * 1e9))
+    return error_details_pb2.RetryInfo(retry_delay=delay)
 
 
 def from_service(exc: Exception) -> RpcError | None:
@@ -100,4 +106,11 @@ def from_service(exc: Exception) -> RpcError | None:
         )
     if isinstance(exc, BusyDag):
         return RpcError(grpc.StatusCode.ABORTED, str(exc))
+    if is_database_unavailable(exc):
+        return RpcError(
+            grpc.StatusCode.UNAVAILABLE,
+            "the database is unavailable or saturated; retry shortly "
+            "(with the same idempotency-key for submissions)",
+            [_retry_info(1.0)],
+        )
     return None

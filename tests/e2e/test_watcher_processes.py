@@ -95,6 +95,19 @@ async def test_once_sweeps_and_exits_zero(
     assert await reemits(engine, dag_id) == 1
 
 
+@pytest.mark.timeout(60)
+async def test_once_exits_nonzero_when_the_database_cannot_be_reached(
+    controller_url: str, tmp_path: Path
+) -> None:
+    env = watcher_env(controller_url, "e2e-watcher-unreachable", free_port())
+    env["AIMTP_DATABASE_URL"] = f"mysql+asyncmy://aimtp:aimtp@127.0.0.1:{free_port()}/aimtp"
+    once = Process("watcher-once-unreachable", ["watcher", "--once"], env, tmp_path).start()
+    assert once.popen is not None
+    code = await asyncio.to_thread(once.popen.wait, 30)
+    assert code == 1, once.tail()
+    assert "the sweep did not run" in once.tail()
+
+
 @pytest.mark.timeout(90)
 async def test_one_watcher_sweeps_and_a_standby_takes_over_after_kill_9(
     engine: AsyncEngine, controller_url: str, tmp_path: Path

@@ -29,7 +29,7 @@ from aimtp.db import QUERIES
 from aimtp.db.records import DagRecord
 from aimtp.events import Actor
 from aimtp.lifecycle import transition
-from aimtp.settings import ServerSettings, load
+from aimtp.settings import DatabaseSettings, ServerSettings, load
 from aimtp.states import DagState
 from aimtp.v1 import dags_pb2 as pb
 from aimtp.v1 import dags_pb2_grpc
@@ -55,8 +55,10 @@ class Api:
         return response.dag
 
 
-async def _start(settings: ServerSettings | None = None) -> AsyncIterator[Api]:
-    app = create_app(server=settings, grpc_port=0)
+async def _start(
+    settings: ServerSettings | None = None, database: DatabaseSettings | None = None
+) -> AsyncIterator[Api]:
+    app = create_app(server=settings, database=database, grpc_port=0)
     async with (
         AsyncTestClient(app=app) as http,
         grpc.aio.insecure_channel(f"127.0.0.1:{app.state.grpc_port}") as channel,
@@ -404,6 +406,25 @@ async def test_over_the_rate_limit_is_resource_exhausted() -> None:
         assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         retry = _details(error, error_details_pb2.RetryInfo)
         assert 0 < retry.retry_delay.ToTimedelta().total_seconds() <= 1
+
+
+async def test_an_unreachable_database_is_unavailable_with_retry_info(
+    engine: AsyncEngine,
+) -> None:
+    """As over HTTP (503 with Retry-After): retryable, never INTERNAL, nothing written."""
+    unreachable = dataclasses.replace(
+        load(DatabaseSettings),
+        database_url="mysql+asyncmy://aimtp:aimtp@127.0.0.1:1/aimtp",
+        database_pool_timeout=1.0,
+    )
+    before = await row_counts(engine)
+    async for api in _start(database=unreachable):
+        error = await _error(api.submit())
+        assert error.code() == grpc.StatusCode.UNAVAILABLE
+        assert "idempotency-key" in (error.details() or "")
+        retry = _details(error, error_details_pb2.RetryInfo)
+        assert retry.retry_delay.ToTimedelta().total_seconds() == 1
+    assert await row_counts(engine) == before
 
 
 # ---------------------------------------------------------------- one service, two transports

@@ -258,6 +258,22 @@ async def test_controller_down_leaves_the_dag_for_the_next_sweep(
     assert (await reload(engine, dag.id)).version == dag.version
 
 
+async def test_dags_the_controller_could_not_serve_do_not_hide_the_ones_behind_them(
+    engine: AsyncEngine, controller: ControllerClient, sim: ControllerSim
+) -> None:
+    dags = [
+        await make_dag(engine, DagState.TRIGGERING, DagState.RUNNING, DagState.CANCELLING)
+        for _ in range(5)
+    ]
+    sim.state.faults.update({"unavailable_for_seconds": 60})
+    small_batches = dataclasses.replace(SETTINGS, watcher_batch_size=2)
+
+    report = await Rules(engine, controller, small_batches, DEADLINES).sweep()
+
+    assert report.overdue["CANCELLING"] == len(dags)  # every one tried, each once
+    assert report.actions["skipped"] == len(dags)
+
+
 async def test_a_stale_read_changes_nothing(engine: AsyncEngine, rules: Rules) -> None:
     """The watcher read the DAG, then a trigger moved it: the watcher's action is void."""
     stale = await make_dag(engine)
@@ -308,6 +324,24 @@ async def test_overdue_scan_is_served_by_the_state_deadline_index(engine: AsyncE
             .one()
         )
     assert plan["key"] == "ix_dags_state_deadline"
+
+
+async def test_a_failed_sweep_fails_the_once_run_but_not_the_schedule(
+    rules: Rules, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken() -> None:
+        raise RuntimeError("the database went away mid-sweep")
+
+    monkeypatch.setattr(rules, "sweep", broken)
+    lock = LeaderLock(load(DatabaseSettings).database_url, "test-broken")
+    watcher = Watcher(rules, lock, 1)
+    try:
+        assert await watcher.tick() is None  # the scheduled form logs and tries again
+        with pytest.raises(RuntimeError, match="went away"):
+            await watcher.once()  # the CronJob form fails its run
+        assert not lock.held  # and releases the lock either way
+    finally:
+        await lock.close()
 
 
 async def test_only_one_watcher_sweeps(engine: AsyncEngine, rules: Rules) -> None:
