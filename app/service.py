@@ -21,10 +21,11 @@ from aimtp.db import QUERIES
 from aimtp.db.records import DagRecord, utcnow
 from aimtp.events import Actor
 from aimtp.lifecycle import submit_dag, transition
+from aimtp.logs import dag_id_var, trace_id_var
 from aimtp.spec import DagSpec, FieldError, SpecLimits, decode_dag_spec
 from aimtp.states import DagState
 from aimtp.telemetry import span
-from aimtp.tracing import new_traceparent, valid_traceparent
+from aimtp.tracing import new_traceparent, trace_id_of, valid_traceparent
 from app.listing import DagFilter, list_dags
 
 MAX_IDEMPOTENCY_KEY = 255
@@ -130,12 +131,14 @@ class DagService:
         spec_json = _canonical.encode(spec)
         request_hash = hashlib.sha256(spec_json).hexdigest() if idempotency_key else None
         with span("aimtp.submit", traceparent, tenant=tenant) as traceparent:
+            trace_id_var.set(trace_id_of(traceparent))  # this request's log lines carry it
             for _ in range(2):
                 try:
                     async with self._engine.begin() as conn:
                         if idempotency_key is not None:
                             existing = await self._replay(conn, tenant, idempotency_key)
                             if existing is not None:
+                                dag_id_var.set(existing.id)
                                 if existing.request_hash != request_hash:
                                     raise IdempotencyConflict(idempotency_key, existing.id)
                                 return Submission(existing, spec, created=False)
@@ -149,6 +152,7 @@ class DagService:
                             request_hash=request_hash,
                             traceparent=traceparent,
                         )
+                    dag_id_var.set(dag.id)
                     return Submission(dag, spec, created=True)
                 except IntegrityError:
                     # A concurrent request with the same key committed first: read its DAG.
@@ -286,6 +290,8 @@ class DagService:
         traceparent: str | None,
     ) -> DagRecord:
         """Read, decide, apply conditionally; re-read when another writer won the race."""
+        dag_id_var.set(dag_id)
+        trace_id_var.set(trace_id_of(traceparent))
         for _ in range(5):
             async with self._engine.begin() as conn:
                 dag = await _tenant_dag(conn, tenant, dag_id)

@@ -38,6 +38,7 @@ from aimtp.events import cloudevent_headers
 from aimtp.kafka import start_with_retry
 from aimtp.leader import LeaderLock
 from aimtp.settings import RelaySettings
+from aimtp.tracing import trace_id_of
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +253,12 @@ class Relay:
         for row, reason in outcome.parked:
             log.error(
                 "outbox row parked: the broker refused it",
-                extra={"outbox_id": row.id, "dag_id": row.dag_id, "reason": reason},
+                extra={
+                    "outbox_id": row.id,
+                    "dag_id": row.dag_id,
+                    "trace_id": trace_id_of(row.traceparent),
+                    "reason": reason,
+                },
             )
             await conn.execute(QUERIES["park_outbox_row"], {"id": row.id, "reason": reason})
 

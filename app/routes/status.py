@@ -9,6 +9,7 @@ from litestar.params import FromPath, JSONBody
 
 from aimtp import metrics
 from aimtp.controller import StatusReport
+from aimtp.logs import dag_id_var
 from aimtp.status import StatusConflict, StatusResult, apply_status
 from app.auth import CONTROLLER_ONLY
 from app.problems import PROBLEM_JSON, Problem, ProblemError
@@ -43,6 +44,7 @@ def _problem(description: str) -> ResponseSpec:
     },
 )
 async def report_status(state: State, dag_id: FromPath[str], data: JSONBody[StatusReport]) -> None:
+    dag_id_var.set(dag_id)
     if data.dag_id != dag_id:
         raise ProblemError(
             400,

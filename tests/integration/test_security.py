@@ -217,6 +217,24 @@ async def test_tokens_are_never_logged(
         assert token not in output
 
 
+async def test_a_requests_log_lines_carry_its_dag_and_trace_ids(
+    client: AsyncTestClient[Any],
+    captured_logs: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    dag_id = await _submit(client)
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    _break_dag_lookup(monkeypatch)
+    failed = await client.post(
+        f"/v1/dags/{dag_id}/cancel",
+        headers={**A, "traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"},
+    )
+    assert failed.status_code == 500
+
+    [entry] = [json.loads(line) for line in captured_logs if "unhandled error" in line]
+    assert (entry["dag_id"], entry["trace_id"]) == (dag_id, trace_id)
+
+
 def _break_dag_lookup(monkeypatch: pytest.MonkeyPatch) -> None:
     broken = text("SELECT secret_column FROM no_such_table WHERE id = :id AND tenant = :tenant")
     monkeypatch.setattr(app.service, "QUERIES", {**QUERIES, "get_tenant_dag": broken})
