@@ -10,10 +10,21 @@ from bench.scenarios.memory import MEMORY
 from bench.scenarios.outbox_lag import OUTBOX_LAG
 from bench.scenarios.relay_drain import RELAY_DRAIN
 from bench.scenarios.submit import SUBMIT, SUBMIT_LATENCY
+from bench.scenarios.trigger import TRIGGER
 
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
-    for s in (SUBMIT, SUBMIT_LATENCY, RELAY_DRAIN, OUTBOX_LAG, E2E, BURST, LISTING, MEMORY)
+    for s in (
+        SUBMIT,
+        SUBMIT_LATENCY,
+        RELAY_DRAIN,
+        OUTBOX_LAG,
+        E2E,
+        BURST,
+        TRIGGER,
+        LISTING,
+        MEMORY,
+    )
 }
 
 __all__ = ["SCENARIOS", "Context", "Scenario"]
