@@ -41,6 +41,6 @@ ENV PATH=/app/.venv/bin:$PATH \
 WORKDIR /app
 # Numeric, so Kubernetes can verify runAsNonRoot without resolving a name.
 USER 10001:10001
-EXPOSE 8000 8001 9101 9102 9103
+EXPOSE 8000 8001 9101 9102 9103 50051
 ENTRYPOINT ["aimtp"]
 CMD ["server"]

@@ -67,7 +67,7 @@ banner() {
   AIMTP is running.
     API        http://127.0.0.1:${AIMTP_HTTP_PORT}/v1/dags
     API docs   http://127.0.0.1:${AIMTP_HTTP_PORT}/docs
-    gRPC       127.0.0.1:${AIMTP_GRPC_PORT} (aimtp.v1.DagService, reflection on; docs/grpc.md)
+    gRPC       127.0.0.1:${AIMTP_GRPC_PORT} (aimtp.v1.DagService, reflection on; README "The gRPC API")
     events     http://127.0.0.1:${AIMTP_HTTP_PORT}/docs/asyncapi.json (AsyncAPI)
     Controller http://127.0.0.1:${AIMTP_CONTROLLER_PORT}/v1/workloads (reference, simulated)
     metrics    server :${AIMTP_HTTP_PORT}/metrics  relay :${AIMTP_RELAY_METRICS_PORT}/metrics

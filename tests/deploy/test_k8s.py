@@ -350,6 +350,19 @@ def test_probes_services_and_scraping_use_each_process_port(
 
 
 @pytest.mark.parametrize("name", RENDERS)
+def test_the_server_service_exposes_the_grpc_port(renders: dict[str, list[Obj]], name: str) -> None:
+    objects = renders[name]
+    grpc_port = ServerSettings.from_env(config_of(objects)).grpc_port
+    assert grpc_port > 0, "the gRPC API is switched off"
+    [server] = [c for c in containers(objects) if c.key == ("Deployment", "server")]
+    service = find(objects, "Service", "aimtp-server")
+    assert service is not None
+    [grpc] = [p for p in service["spec"]["ports"] if p["name"] == "grpc"]
+    assert port_number(server.spec, grpc["targetPort"]) == grpc_port
+    assert grpc["appProtocol"] == "grpc"
+
+
+@pytest.mark.parametrize("name", RENDERS)
 def test_termination_grace_covers_each_drain(renders: dict[str, list[Obj]], name: str) -> None:
     config = config_of(renders[name])
     for container in containers(renders[name]):
