@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,9 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from aimtp.db.records import utcnow
 from aimtp.events import SCHEMA_VERSION, EventType, decode_event
+from aimtp.settings import ServerSettings, load
 from app import create_app
 from tests.services import row_counts
 
@@ -149,6 +152,28 @@ async def test_same_idempotency_key_and_body_returns_the_same_dag(
     assert first.json()["id"] == second.json()["id"]
     assert second.headers["idempotent-replayed"] == "true"
     assert (await row_counts(engine))["dags"] == 1
+
+
+async def test_an_expired_idempotency_key_starts_a_new_dag(
+    client: AsyncTestClient[Any], engine: AsyncEngine
+) -> None:
+    headers = {**A, "Idempotency-Key": "nightly-2026-12-03"}
+    first = await client.post("/v1/dags", json=EXAMPLE, headers=headers)
+    window = load(ServerSettings).idempotency_window_seconds
+    async with engine.begin() as conn:  # the first submission is now past the window
+        await conn.execute(
+            text("UPDATE dags SET created_at = :t WHERE id = :id"),
+            {"t": utcnow() - timedelta(seconds=window + 1), "id": first.json()["id"]},
+        )
+
+    again = await client.post("/v1/dags", json=EXAMPLE, headers=headers)
+    replay = await client.post("/v1/dags", json=EXAMPLE, headers=headers)
+
+    assert again.status_code == 202
+    assert "idempotent-replayed" not in again.headers
+    assert again.json()["id"] != first.json()["id"]
+    assert replay.json()["id"] == again.json()["id"]  # the key now names the new DAG
+    assert (await row_counts(engine))["dags"] == 2
 
 
 async def test_same_idempotency_key_with_another_body_is_a_conflict(

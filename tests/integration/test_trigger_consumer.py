@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -194,6 +195,64 @@ async def test_unreadable_records_go_to_the_dead_letter_topic_and_the_stream_goe
     assert by_key["dag-x"].headers["ce_id"] == "e-1"
     assert by_key["dag-x"].headers["aimtp_dlq_topic"] == topic
     assert by_key["dag-x"].headers["aimtp_dlq_consumer"] == running.group
+    assert running.sim.state.store.creations == dict.fromkeys(dags, 1)
+    await wait_until(lambda: committed_everything(running), timeout=20)
+
+
+def _event(dag_id: str, event_type: str = "dag.submitted") -> tuple[bytes, list[Any]]:
+    """A well-formed record body and its CloudEvents headers."""
+    event_id = str(uuid.uuid4())
+    body = {
+        "schema_version": SCHEMA_VERSION,
+        "event_id": event_id,
+        "type": event_type,
+        "dag_id": dag_id,
+        "tenant": "t",
+        "dag_name": "d",
+        "state": "PENDING",
+        "previous_state": None,
+        "attempt": 1,
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "actor": "server",
+    }
+    headers = cloudevent_headers(
+        event_id=event_id,
+        event_type=event_type,
+        source="server",
+        time=datetime.now(UTC),
+        traceparent=None,
+    )
+    return msgspec.json.encode(body), headers
+
+
+async def test_events_without_headers_of_unknown_types_or_dags_are_handled_as_designed(
+    engine: AsyncEngine, running: Running
+) -> None:
+    """No CloudEvents headers or an unknown event type: the DLQ. A well-formed event of a
+    DAG this database never had: counted and skipped. The stream goes on either way."""
+    topic = running.kafka.kafka_topic
+    headerless, _ = _event("dag-h")
+    unknown_type, unknown_type_headers = _event("dag-t", "dag.exploded")
+    stranger, stranger_headers = _event(str(uuid.uuid4()))
+    stranger_key = msgspec.json.decode(stranger)["dag_id"].encode()
+    unknown_before = _metric("unknown_dag")
+
+    await running.producer.send_and_wait(topic, headerless, key=b"dag-h", headers=[])
+    await running.producer.send_and_wait(
+        topic, unknown_type, key=b"dag-t", headers=unknown_type_headers
+    )
+    await running.producer.send_and_wait(
+        topic, stranger, key=stranger_key, headers=stranger_headers
+    )
+    dags = await submit(engine, 3)
+    await publish_outbox(running)
+
+    await wait_until(lambda: _states_are(engine, {"RUNNING": 3}), timeout=30)
+    dead = {r.key: r for r in await read_topic(running.kafka.kafka_dlq_topic, expected=2)}
+    assert set(dead) == {"dag-h", "dag-t"}
+    assert dead["dag-h"].headers["aimtp_dlq_reason"].startswith("missing_header:")
+    assert dead["dag-t"].headers["aimtp_dlq_reason"].startswith("malformed:")
+    await wait_until(lambda: _async(_metric("unknown_dag") - unknown_before == 1), timeout=20)
     assert running.sim.state.store.creations == dict.fromkeys(dags, 1)
     await wait_until(lambda: committed_everything(running), timeout=20)
 
