@@ -139,11 +139,14 @@ _RESUMABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EX
 async def watch_dag(
     target: str, token: str, dag_id: str, *, reconnects: int = 5
 ) -> AsyncIterator[dict[str, Any]]:
-    """Every transition of the DAG from the gRPC ``WatchDag`` stream, in order, until it ends.
+    """Every transition of the DAG from the gRPC ``WatchDag`` stream, in order, until it
+    ends, with the task phases each time they change.
 
-    ``target`` is ``host:port``. A dropped stream is resumed after the last transition
-    received, so none is missed or repeated. Raises ``WatchUnavailable`` when no
-    stream could be opened at all.
+    Yields ``{"kind": "transition", ...}`` per transition and ``{"kind": "tasks",
+    "tasks": {name: phase}}`` when the server sends the DAG again. ``target`` is
+    ``host:port``. A dropped stream is resumed after the last transition received, so
+    none is missed or repeated. Raises ``WatchUnavailable`` when no stream could be
+    opened at all.
     """
     metadata = (("authorization", f"Bearer {token}"),)
     cursor, failures, received = 0, 0, False
@@ -159,6 +162,9 @@ async def watch_dag(
                     if item.HasField("transition"):
                         cursor = item.transition.id
                         yield _transition_dict(item.transition)
+                    else:
+                        phases = {name: task.phase for name, task in item.dag.tasks.items()}
+                        yield {"kind": "tasks", "tasks": phases}
                 return
             except grpc.aio.AioRpcError as exc:
                 if not received and exc.code() in (*_RESUMABLE, grpc.StatusCode.UNIMPLEMENTED):
@@ -175,6 +181,7 @@ def _transition_dict(transition: dags_pb2.DagTransition) -> dict[str, Any]:
         return None if value == dags_pb2.DAG_STATE_UNSPECIFIED else name.removeprefix("DAG_STATE_")
 
     return {
+        "kind": "transition",
         "id": transition.id,
         "from_state": state(transition.from_state),
         "to_state": state(transition.to_state),

@@ -151,16 +151,25 @@ async def follow(
 async def follow_stream(
     client: AimtpClient, target: str, token: str, dag_id: str, out: TextIO | None
 ) -> dict[str, Any]:
-    """Print each transition as the server streams it; the DAG as it ended."""
+    """Print each transition as the server streams it, and the task phases whenever they
+    change (indented below the state); the DAG as it ended."""
+    shown: dict[str, str] = {}
     async for change in watch_dag(target, token, dag_id):
-        if out is not None:
+        if out is None:
+            continue
+        if change["kind"] == "tasks":
+            if change["tasks"] and change["tasks"] != shown:
+                shown = change["tasks"]
+                phases = "  ".join(f"{name}={phase}" for name, phase in shown.items())
+                print(f"{'':<11} tasks    {phases}", file=out)
+        else:
             reason = f": {change['reason']}" if change["reason"] else ""
             print(
                 f"{change['to_state']:<11} attempt {change['attempt']}  "
                 f"by {change['actor']}{reason}",
                 file=out,
             )
-            out.flush()
+        out.flush()
     dag = await client.get(dag_id)
     if out is not None and dag.get("error"):
         print(f"error: {dag['error']}", file=out)

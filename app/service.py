@@ -244,18 +244,23 @@ class DagService:
         stop: asyncio.Event | None = None,
         poll: float = WATCH_POLL_SECONDS,
     ) -> AsyncIterator[DagRecord | Transition]:
-        """The DAG as it is now, then each transition with an id above ``after``, live.
+        """The DAG as it is now, then each transition with an id above ``after``, live,
+        and the DAG again whenever its task phases changed.
 
         Ends once the DAG is in a terminal state and every transition up to it was
         yielded, or early once ``stop`` is set (the server is shutting down; the
         client resumes elsewhere). Raises ``DagNotFound`` before yielding anything.
         Each poll reads the DAG before its new transitions: a state change and its
         transition row commit together, so a terminal state seen in the first read has
-        all its transitions visible to the second, and none is left unread.
+        all its transitions visible to the second, and none is left unread. A DAG
+        yielded for its task phases comes before that poll's transitions, so its state
+        is never newer than the last transition yielded.
         """
         stop = stop or asyncio.Event()
         async with self._engine.connect() as conn:
-            yield await _tenant_dag(conn, tenant, dag_id)
+            dag = await _tenant_dag(conn, tenant, dag_id)
+        yield dag
+        phases = dag.task_phases
         cursor = after
         while True:
             async with self._engine.connect() as conn:
@@ -266,6 +271,9 @@ class DagService:
                         {"dag_id": dag_id, "after": cursor, "limit": _WATCH_BATCH},
                     )
                 ).all()
+            if _raw(dag.task_phases) != _raw(phases):
+                phases = dag.task_phases
+                yield dag
             for row in rows:
                 transition = _transition(row)
                 cursor = transition.id
@@ -311,6 +319,10 @@ class DagService:
                 if moved is not None:
                     return moved
         raise BusyDag(f"DAG {dag_id} kept changing; try again")
+
+
+def _raw(value: msgspec.Raw | None) -> bytes | None:
+    return None if value is None else bytes(value)
 
 
 RETRYABLE_STATES = frozenset({DagState.FAILED, DagState.TIMED_OUT, DagState.CANCELLED})
