@@ -102,7 +102,7 @@ async def test_cli_submit_wait_follows_the_watch_stream(stack: Stack) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()[1:]
     states = [line for line in lines if not line.startswith(" ")]
-    tasks = [line.split()[1:] for line in lines if line.startswith(" ")]
+    tasks = [line.split() for line in lines if line.startswith(" ")]
     # Only the stream knows who made each change; polling cannot print "by ...".
     assert [line.split()[0] for line in states] == [
         "PENDING",
