@@ -14,6 +14,8 @@ from typing import Any
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Example
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
 
@@ -69,6 +71,17 @@ class ProblemError(Exception):
             errors=self.errors,
             state=self.state,
         )
+
+
+def problem_spec(description: str, example: Problem) -> ResponseSpec:
+    """An error response for the OpenAPI document, with ``example`` as its body."""
+    return ResponseSpec(
+        data_container=Problem,
+        description=description,
+        media_type=PROBLEM_JSON,
+        generate_examples=False,
+        examples=[Example(summary=example.title, value=example)],
+    )
 
 
 def problem_response(problem: Problem, headers: Mapping[str, str] | None = None) -> Response[Any]:
@@ -179,4 +192,4 @@ EXCEPTION_HANDLERS: Mapping[Any, Any] = {
     Exception: _on_unexpected,
 }
 
-__all__ = ["EXCEPTION_HANDLERS", "PROBLEM_JSON", "Problem", "ProblemError"]
+__all__ = ["EXCEPTION_HANDLERS", "PROBLEM_JSON", "Problem", "ProblemError", "problem_spec"]

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import msgspec
 from litestar import Request, get, post
 from litestar.datastructures import State
-from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import (
     Example,
     OpenAPIFormat,
@@ -25,9 +25,11 @@ from aimtp.db.records import DagRecord
 from aimtp.spec import FieldError, MalformedBody, SpecError
 from aimtp.states import DagState
 from aimtp.tracing import new_traceparent, valid_traceparent
+from app import examples
 from app.auth import Tenant
+from app.examples import example_response
 from app.listing import DagFilter, InvalidPageToken
-from app.problems import PROBLEM_JSON, Problem, ProblemError
+from app.problems import Problem, ProblemError, problem_spec
 from app.schemas import DagHistory, DagPage, DagSummary, DagView, TransitionView
 from app.service import (
     DEFAULT_PAGE_SIZE,
@@ -53,42 +55,45 @@ class _SubmitOperation(Operation):
             description="The DAG to run.",
             content={
                 "application/json": OpenAPIMediaType(
-                    schema=Reference(ref="#/components/schemas/DagSpec")
+                    schema=Reference(ref="#/components/schemas/DagSpec"),
+                    examples={
+                        "two-tasks": Example(
+                            summary="Prepare a dataset, then train on 4 GPUs",
+                            value=msgspec.to_builtins(examples.SPEC),
+                        )
+                    },
                 )
             },
         )
 
 
-def _problem(status: int, description: str, example: Problem) -> ResponseSpec:
-    return ResponseSpec(
-        data_container=Problem,
-        description=description,
-        media_type=PROBLEM_JSON,
-        generate_examples=False,
-        examples=[Example(summary=example.title, value=example)],
-    )
-
-
-_UNAUTHENTICATED = _problem(
-    401,
+_UNAUTHENTICATED = problem_spec(
     "No or invalid bearer token.",
     Problem(title="Unauthorized", status=401, detail="invalid bearer token"),
 )
-_NOT_FOUND = _problem(
-    404,
+_NOT_FOUND = problem_spec(
     "No such DAG for this tenant.",
     Problem(title="Not Found", status=404, detail="DAG '0190...' not found"),
 )
 
+# Litestar's own parameter checks (a header or path value it cannot read).
+_BAD_PARAMETER = problem_spec(
+    "A path or header parameter is malformed.",
+    Problem(
+        title="Bad Request",
+        status=400,
+        detail="Validation failed for POST /v1/dags/0193a4f2/cancel",
+        errors=[FieldError(field="traceparent", message="expected a string")],
+    ),
+)
+
 # Every tenant route can be throttled or abandoned (README "Limits"), so each documents both.
 _LIMITS = {
-    429: _problem(
-        429,
+    429: problem_spec(
         "Over the tenant's request rate; `Retry-After` says when to try again.",
         Problem(title="Too Many Requests", status=429, detail="rate limit exceeded"),
     ),
-    503: _problem(
-        503,
+    503: problem_spec(
         "The database is unavailable, or the request ran past the time limit; retry it.",
         Problem(title="Service Unavailable", status=503, detail="request timed out"),
     ),
@@ -120,30 +125,28 @@ def _is_json(content_type: str) -> bool:
         "returns the same DAG."
     ),
     responses={
-        400: _problem(
-            400,
+        202: example_response(
+            DagView, "Accepted: the DAG is durable.", examples.ACCEPTED, "Accepted"
+        ),
+        400: problem_spec(
             "The body is not JSON.",
             Problem(title="Bad Request", status=400, detail="request body is not valid JSON"),
         ),
         401: _UNAUTHENTICATED,
         **_LIMITS,
-        409: _problem(
-            409,
+        409: problem_spec(
             "The Idempotency-Key was used with a different body.",
             Problem(title="Conflict", status=409, detail="Idempotency-Key 'k1' was already used"),
         ),
-        413: _problem(
-            413,
+        413: problem_spec(
             "Body larger than the limit.",
             Problem(title="Request Entity Too Large", status=413, detail="body too large"),
         ),
-        415: _problem(
-            415,
+        415: problem_spec(
             "Body is not JSON.",
             Problem(title="Unsupported Media Type", status=415, detail="send application/json"),
         ),
-        422: _problem(
-            422,
+        422: problem_spec(
             "The DAG is invalid; `errors` names every offending field.",
             Problem(
                 title="Unprocessable Content",
@@ -200,13 +203,11 @@ async def submit_dag(
     return Response(DagView.of(dag, submission.spec), status_code=202, headers=headers)
 
 
-_BAD_QUERY = _problem(
-    400,
+_BAD_QUERY = problem_spec(
     "A query parameter is malformed.",
     Problem(title="Bad Request", status=400, detail="label must look like key=value"),
 )
-_WRONG_STATE = _problem(
-    409,
+_WRONG_STATE = problem_spec(
     "The DAG's state does not allow this; `state` says which it is in.",
     Problem(
         title="Conflict",
@@ -256,7 +257,12 @@ def _moment(field: str, value: str | None) -> datetime | None:
     "/v1/dags",
     tags=["dags"],
     summary="List and search DAGs",
-    responses={**_LIMITS, 400: _BAD_QUERY, 401: _UNAUTHENTICATED},
+    responses={
+        200: example_response(DagPage, "The page, newest first.", examples.PAGE, "One page"),
+        **_LIMITS,
+        400: _BAD_QUERY,
+        401: _UNAUTHENTICATED,
+    },
 )
 async def list_dags(
     request: Request[Tenant, Any, Any],
@@ -303,7 +309,13 @@ async def list_dags(
     "/v1/dags/{dag_id:str}",
     tags=["dags"],
     summary="Get a DAG",
-    responses={**_LIMITS, 401: _UNAUTHENTICATED, 404: _NOT_FOUND},
+    responses={
+        200: example_response(DagView, "The DAG.", examples.DAG, "Running"),
+        400: _BAD_PARAMETER,
+        **_LIMITS,
+        401: _UNAUTHENTICATED,
+        404: _NOT_FOUND,
+    },
 )
 async def get_dag(
     request: Request[Tenant, Any, Any], state: State, dag_id: FromPath[str]
@@ -321,7 +333,16 @@ async def get_dag(
     status_code=202,
     tags=["dags"],
     summary="Cancel a DAG",
-    responses={**_LIMITS, 401: _UNAUTHENTICATED, 404: _NOT_FOUND, 409: _WRONG_STATE},
+    responses={
+        202: example_response(
+            DagView, "Cancelling (or already cancelled).", examples.CANCELLING, "Cancelling"
+        ),
+        400: _BAD_PARAMETER,
+        **_LIMITS,
+        401: _UNAUTHENTICATED,
+        404: _NOT_FOUND,
+        409: _WRONG_STATE,
+    },
 )
 async def cancel_dag(
     request: Request[Tenant, Any, Any],
@@ -344,7 +365,16 @@ async def cancel_dag(
     status_code=202,
     tags=["dags"],
     summary="Retry a DAG",
-    responses={**_LIMITS, 401: _UNAUTHENTICATED, 404: _NOT_FOUND, 409: _WRONG_STATE},
+    responses={
+        202: example_response(
+            DagView, "A new attempt, back to PENDING.", examples.RETRIED, "Retried"
+        ),
+        400: _BAD_PARAMETER,
+        **_LIMITS,
+        401: _UNAUTHENTICATED,
+        404: _NOT_FOUND,
+        409: _WRONG_STATE,
+    },
 )
 async def retry_dag(
     request: Request[Tenant, Any, Any],
@@ -365,7 +395,15 @@ async def retry_dag(
     "/v1/dags/{dag_id:str}/events",
     tags=["dags"],
     summary="A DAG's history",
-    responses={**_LIMITS, 401: _UNAUTHENTICATED, 404: _NOT_FOUND},
+    responses={
+        200: example_response(
+            DagHistory, "Every transition, oldest first.", examples.HISTORY, "History"
+        ),
+        400: _BAD_PARAMETER,
+        **_LIMITS,
+        401: _UNAUTHENTICATED,
+        404: _NOT_FOUND,
+    },
 )
 async def dag_events(request: Request[Tenant, Any, Any], dag_id: FromPath[str]) -> DagHistory:
     """Every state transition of the DAG, oldest first, with time, actor (server,

@@ -5,14 +5,23 @@ from __future__ import annotations
 from litestar import get
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Example
 from litestar.response import Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from aimtp.db import is_reachable
+from app import examples
+from app.examples import example_response
 from app.schemas import Health
 
 
-@get("/healthz", exclude_from_auth=True, tags=["health"], summary="Liveness probe")
+@get(
+    "/healthz",
+    exclude_from_auth=True,
+    tags=["health"],
+    summary="Liveness probe",
+    responses={200: example_response(Health, "The process is up.", Health(status="ok"), "Up")},
+)
 async def healthz() -> Health:
     """The process is up and serving."""
     return Health(status="ok")
@@ -24,9 +33,10 @@ async def healthz() -> Health:
     tags=["health"],
     summary="Readiness probe",
     responses={
-        503: ResponseSpec(
-            data_container=Health, description="The database is unreachable.", examples=[]
-        )
+        200: example_response(Health, "Ready to serve.", examples.HEALTHY, "Ready"),
+        503: example_response(
+            Health, "The database is unreachable.", examples.UNHEALTHY, "Not ready"
+        ),
     },
 )
 async def readyz(state: State) -> Response[Health]:
@@ -45,6 +55,22 @@ async def readyz(state: State) -> Response[Health]:
     media_type="text/plain",
     tags=["health"],
     summary="Prometheus metrics",
+    responses={
+        200: ResponseSpec(
+            data_container=str,
+            description="The Prometheus text format.",
+            media_type="text/plain",
+            generate_examples=False,
+            examples=[
+                Example(
+                    summary="Two of the samples",
+                    value='aimtp_http_requests_total{method="POST",path="/v1/dags",'
+                    'status_code="202",app_name="aimtp-server"} 1234.0\n'
+                    'aimtp_dag_transitions_total{from_state="none",to_state="PENDING"} 1234.0\n',
+                )
+            ],
+        )
+    },
 )
 async def metrics() -> Response[bytes]:
     """The process's metrics in the Prometheus text format (documented as text, not JSON)."""

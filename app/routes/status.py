@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+import msgspec
 from litestar import post
 from litestar.datastructures import State
-from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, JSONBody
+from litestar.openapi.spec import Example
+from litestar.params import Body, FromPath
 
 from aimtp import metrics
 from aimtp.controller import StatusReport
 from aimtp.logs import dag_id_var
 from aimtp.status import StatusConflict, StatusResult, apply_status
+from app import examples
 from app.auth import CONTROLLER_ONLY
-from app.problems import PROBLEM_JSON, Problem, ProblemError
-
-
-def _problem(description: str) -> ResponseSpec:
-    return ResponseSpec(
-        data_container=Problem,
-        description=description,
-        media_type=PROBLEM_JSON,
-        generate_examples=False,
-    )
+from app.problems import Problem, ProblemError, problem_spec
 
 
 @post(
@@ -37,13 +32,43 @@ def _problem(description: str) -> ResponseSpec:
         "reports and reports of an earlier attempt are accepted and change nothing."
     ),
     responses={
-        400: _problem("The body is not a StatusReport, or names another DAG."),
-        401: _problem("No or invalid Controller credential."),
-        404: _problem("No such DAG."),
-        503: _problem("The DAG kept changing concurrently; retry the report."),
+        400: problem_spec(
+            "The body is not a StatusReport, or names another DAG.",
+            Problem(
+                title="Bad Request",
+                status=400,
+                detail="the report is for DAG '0193a4f2-...', not '0193b001-...'",
+            ),
+        ),
+        401: problem_spec(
+            "No or invalid Controller credential.",
+            Problem(title="Unauthorized", status=401, detail="invalid Controller credential"),
+        ),
+        404: problem_spec(
+            "No such DAG.",
+            Problem(title="Not Found", status=404, detail="DAG '0193a4f2-...' not found"),
+        ),
+        503: problem_spec(
+            "The DAG kept changing concurrently; retry the report.",
+            Problem(title="Service Unavailable", status=503, detail="DAG kept changing; retry"),
+        ),
     },
 )
-async def report_status(state: State, dag_id: FromPath[str], data: JSONBody[StatusReport]) -> None:
+async def report_status(
+    state: State,
+    dag_id: FromPath[str],
+    data: Annotated[
+        StatusReport,
+        Body(
+            examples=[
+                Example(
+                    summary="prepare done, train running",
+                    value=msgspec.to_builtins(examples.STATUS_REPORT),
+                )
+            ]
+        ),
+    ],
+) -> None:
     dag_id_var.set(dag_id)
     if data.dag_id != dag_id:
         raise ProblemError(
