@@ -4,9 +4,9 @@ One relay is active at a time (``aimtp.leader``); standbys wait in ``GET_LOCK`` 
 take over when the leader's connection goes. Each batch runs in one transaction:
 enter the fence (a row lock that keeps a deposed leader's open batch and its
 successor's apart), claim (``FOR UPDATE SKIP LOCKED``), publish, mark published in
-one statement, commit. A row is marked only after the broker acknowledged it, so a crash between
-the ack and the commit re-publishes the row (at-least-once; subscribers dedupe on
-``ce_id``) but never loses it.
+one statement, commit. A row is marked only after the broker acknowledged it, so a
+crash between the ack and the commit re-publishes the row (at-least-once;
+subscribers dedupe on ``ce_id``) but never loses it.
 """
 
 from __future__ import annotations
