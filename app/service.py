@@ -253,8 +253,8 @@ class DagService:
         Each poll reads the DAG before its new transitions: a state change and its
         transition row commit together, so a terminal state seen in the first read has
         all its transitions visible to the second, and none is left unread. A DAG
-        yielded for its task phases comes before that poll's transitions, so its state
-        is never newer than the last transition yielded.
+        yielded for its task phases follows that poll's transitions; its state is as of
+        the read before them, so follow the state by the transitions.
         """
         stop = stop or asyncio.Event()
         async with self._engine.connect() as conn:
@@ -271,13 +271,13 @@ class DagService:
                         {"dag_id": dag_id, "after": cursor, "limit": _WATCH_BATCH},
                     )
                 ).all()
-            if _raw(dag.task_phases) != _raw(phases):
-                phases = dag.task_phases
-                yield dag
             for row in rows:
                 transition = _transition(row)
                 cursor = transition.id
                 yield transition
+            if _raw(dag.task_phases) != _raw(phases):
+                phases = dag.task_phases
+                yield dag
             if len(rows) == _WATCH_BATCH:
                 continue
             if dag.state.terminal:

@@ -110,7 +110,7 @@ async def test_cli_submit_wait_follows_the_watch_stream(stack: Stack) -> None:
         "RUNNING",
         "SUCCEEDED",
     ], result.stdout
-    assert lines[-1].endswith("by controller"), result.stdout
+    assert states[-1].endswith("by controller"), result.stdout
     # The task phases as they change, ending with every task done.
     assert tasks, result.stdout
     assert all(row[0] == "tasks" for row in tasks), result.stdout
