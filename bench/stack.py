@@ -158,6 +158,25 @@ class Environment:
     topics: list[str] = field(default_factory=list)
     """Every topic created in this run, deleted at the end."""
 
+    def shared_settings(self, topic: str, dlq_topic: str, controller_url: str) -> dict[str, str]:
+        """The AIMTP_* settings every process of one stack shares: this run's database
+        and broker, the stack's topics, loopback only, its reference Controller."""
+        return {
+            "AIMTP_DATABASE_URL": self.database_url,
+            "AIMTP_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
+            "AIMTP_KAFKA_TOPIC": topic,
+            "AIMTP_KAFKA_DLQ_TOPIC": dlq_topic,
+            "AIMTP_KAFKA_PARTITIONS": str(self.partitions),
+            "AIMTP_HTTP_HOST": "127.0.0.1",
+            "AIMTP_CONTROLLER_URL": controller_url,
+        }
+
+
+def inherited_environ() -> dict[str, str]:
+    """This shell's variables less every AIMTP_* one: an inherited setting would change
+    what a run's processes do behind its back."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("AIMTP_")}
+
 
 class Stack:
     ORDER: Final = ("server", "controller-sim", "relay", "trigger", "watcher")
@@ -186,16 +205,10 @@ class Stack:
         self.tuned = {**TUNED, **(env or {})}
         tokens = [f"{TOKEN}:{TENANT}"] + [f"{list_token(t)}:{t}" for t in LIST_TENANTS]
         self.env: dict[str, str] = {
-            "AIMTP_DATABASE_URL": environment.database_url,
-            "AIMTP_KAFKA_BOOTSTRAP": environment.kafka_bootstrap,
-            "AIMTP_KAFKA_TOPIC": self.topic,
-            "AIMTP_KAFKA_DLQ_TOPIC": self.dlq_topic,
-            "AIMTP_KAFKA_PARTITIONS": str(environment.partitions),
-            "AIMTP_HTTP_HOST": "127.0.0.1",
+            **environment.shared_settings(self.topic, self.dlq_topic, self.controller_url),
             "AIMTP_HTTP_PORT": str(self.ports["server"]),
             "AIMTP_PUBLIC_URL": self.api_url,
             "AIMTP_API_TOKENS": ",".join(tokens),
-            "AIMTP_CONTROLLER_URL": self.controller_url,
             "AIMTP_CONTROLLER_TOKEN": CONTROLLER_TOKEN,
             "AIMTP_CONTROLLER_CALLBACK_TOKEN": CALLBACK_TOKEN,
             "AIMTP_RELAY_METRICS_PORT": str(self.ports["relay"]),
@@ -245,8 +258,7 @@ class Stack:
 
     async def start(self) -> None:
         await create_topics(self.environment, [self.topic, self.dlq_topic])
-        # Inherited AIMTP_* variables would change what is measured behind our back.
-        base = {k: v for k, v in os.environ.items() if not k.startswith("AIMTP_")}
+        base = inherited_environ()
         for name in self.names:
             log_path = self.environment.log_dir / f"{self.scenario}.{name}.log"
             process = Process(name, self._args(name), {**base, **self.env}, log_path)

@@ -9,7 +9,6 @@ A killed instance is restarted the way Kubernetes would restart its pod.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Final
 
 import aiohttp
 
-from bench.stack import Environment, Process, create_topics, free_port
+from bench.stack import Environment, Process, create_topics, free_port, inherited_environ
 
 KINDS: Final = ("server", "relay", "trigger", "watcher")
 """Started in this order (after the Controller), stopped in the reverse one."""
@@ -81,18 +80,10 @@ class Topology:
         self.controller_port = free_port()
         self.controller_url = f"http://127.0.0.1:{self.controller_port}"
         self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
-        # Inherited AIMTP_* variables would change the topology behind our back.
-        base = {k: v for k, v in os.environ.items() if not k.startswith("AIMTP_")}
         self.common: dict[str, str] = {
-            **base,
-            "AIMTP_DATABASE_URL": environment.database_url,
-            "AIMTP_KAFKA_BOOTSTRAP": environment.kafka_bootstrap,
-            "AIMTP_KAFKA_TOPIC": self.topic,
-            "AIMTP_KAFKA_DLQ_TOPIC": self.dlq_topic,
-            "AIMTP_KAFKA_PARTITIONS": str(environment.partitions),
-            "AIMTP_HTTP_HOST": "127.0.0.1",
+            **inherited_environ(),
+            **environment.shared_settings(self.topic, self.dlq_topic, self.controller_url),
             "AIMTP_API_TOKENS": f"{TOKEN}:{TENANT}",
-            "AIMTP_CONTROLLER_URL": self.controller_url,
             "AIMTP_CONTROLLER_TOKEN": CONTROLLER_TOKEN,
             "AIMTP_CONTROLLER_CALLBACK_TOKEN": CALLBACK_TOKEN,
             "AIMTP_RELAY_LOCK_NAME": f"chaos-relay-{tag}",
