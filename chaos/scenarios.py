@@ -101,13 +101,18 @@ async def kill_relay_twice(run: Run) -> None:
     await _kill_leader(run, "relay", "second")
 
 
-async def kill_trigger(run: Run) -> None:
-    # The Controller answers in 300 ms (setup), so calls are in flight when it dies.
-    victim = random.choice(run.topology.of_kind("trigger")).name
+async def _kill_one(run: Run, kind: str) -> None:
+    """kill -9 one ``kind`` process chosen at random; restart it as its pod would be."""
+    victim = random.choice(run.topology.of_kind(kind)).name
     await run.topology.kill(victim)
     run.notes["killed"] = [victim]
     await asyncio.sleep(RESTART_AFTER)
     await run.topology.restart(victim)
+
+
+async def kill_trigger(run: Run) -> None:
+    # The Controller answers in 300 ms (setup), so calls are in flight when it dies.
+    await _kill_one(run, "trigger")
 
 
 async def kill_watcher(run: Run) -> None:
@@ -115,11 +120,7 @@ async def kill_watcher(run: Run) -> None:
 
 
 async def kill_server(run: Run) -> None:
-    victim = random.choice(run.topology.of_kind("server")).name
-    await run.topology.kill(victim)
-    run.notes["killed"] = [victim]
-    await asyncio.sleep(RESTART_AFTER)
-    await run.topology.restart(victim)
+    await _kill_one(run, "server")
 
 
 def _stop_service(script: str, port: int) -> Callable[[Run], Awaitable[None]]:
