@@ -3,6 +3,7 @@
 These are the only functions that change a DAG. Each runs inside the caller's
 transaction and writes three things together: the conditional row change, a
 ``dag_transitions`` history row and an ``outbox`` event. Nothing publishes to Kafka.
+The writes go straight to the driver (``aimtp.db.direct``): they are the hot path.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import msgspec
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from aimtp import metrics
-from aimtp.db import QUERIES
+from aimtp.db.direct import execute_write
 from aimtp.db.records import DagRecord, utcnow
 from aimtp.events import EVENT_FOR_STATE, SCHEMA_VERSION, Actor, DagEvent, encode_event
 from aimtp.ids import new_id
@@ -67,10 +68,11 @@ async def submit_dag(
         created_at=now,
         updated_at=now,
     )
-    await conn.execute(QUERIES["insert_dag"], dag.to_params())
+    await execute_write(conn, "insert_dag", dag.to_params())
     if labels:
-        await conn.execute(
-            QUERIES["insert_dag_label"],
+        await execute_write(
+            conn,
+            "insert_dag_label",
             [
                 {
                     "tenant": tenant,
@@ -134,8 +136,7 @@ async def _update(conn: AsyncConnection, old: DagRecord, new: DagRecord) -> bool
     params = new.to_params()
     params["expected_state"] = old.state.value
     params["expected_version"] = old.version
-    result = await conn.execute(QUERIES["update_dag"], params)
-    return result.rowcount == 1
+    return await execute_write(conn, "update_dag", params) == 1
 
 
 async def _record_change(
@@ -152,8 +153,9 @@ async def _record_change(
     metrics.DAG_TRANSITIONS.labels(
         "none" if previous is None else previous.value, dag.state.value
     ).inc()
-    await conn.execute(
-        QUERIES["insert_transition"],
+    await execute_write(
+        conn,
+        "insert_transition",
         {
             "dag_id": dag.id,
             "from_state": None if previous is None else previous.value,
@@ -179,8 +181,9 @@ async def _record_change(
         reason=reason,
         labels=dag.labels,
     )
-    await conn.execute(
-        QUERIES["insert_outbox"],
+    await execute_write(
+        conn,
+        "insert_outbox",
         {
             "event_id": event.event_id,
             "dag_id": dag.id,

@@ -9,6 +9,7 @@ whatever still runs is cancelled.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Callable, Coroutine, Mapping
@@ -18,6 +19,18 @@ log = logging.getLogger(__name__)
 
 MainLoop = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 SideTask = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+
+
+def freeze_startup_heap() -> None:
+    """Take every object alive after start-up (modules, settings, the app) out of the
+    garbage collector's full passes.
+
+    A full collection otherwise walks those hundreds of thousands of long-lived objects
+    each time it runs: a pause of 100 ms and more in the middle of requests and batches
+    (measured on the server). Objects created afterwards are collected as usual.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 async def run_process(
@@ -30,6 +43,7 @@ async def run_process(
 ) -> int:
     """Run ``main`` until it returns or a signal asks to stop; exit code 0 on a clean stop."""
     stop = stop or asyncio.Event()
+    freeze_startup_heap()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
