@@ -98,6 +98,11 @@ class ServerSettings(EnvSettings):
     rate_limit_per_second: int = setting(
         200, "Requests per second one tenant may make to one server process (429 above; 0: off)."
     )
+    max_concurrent_requests: int = setting(
+        256,
+        "Requests one server process serves at once; one more is answered 503 with "
+        "Retry-After instead of queueing (0: no limit).",
+    )
     request_timeout_seconds: float = setting(
         30.0, "A request still running after this long is abandoned with a 503."
     )

@@ -21,6 +21,7 @@ from aimtp.db import create_engine
 from aimtp.runner import freeze_startup_heap
 from aimtp.settings import DatabaseSettings, ServerSettings, SpecSettings, load
 from aimtp.spec import SpecLimits
+from app.admission import ConcurrencyLimitMiddleware
 from app.auth import BearerAuthMiddleware, Tenant, TokenRegistry
 from app.grpc import GrpcServer
 from app.problems import EXCEPTION_HANDLERS
@@ -50,6 +51,12 @@ def _rate_limit(server: ServerSettings) -> list[DefineMiddleware]:
         exclude=[*PUBLIC_PATHS, r"^/v1/dags/[^/]+/status$"],
     )
     return [config.middleware]
+
+
+def _concurrency_limit(server: ServerSettings) -> list[ConcurrencyLimitMiddleware]:
+    if server.max_concurrent_requests <= 0:
+        return []
+    return [ConcurrencyLimitMiddleware(server.max_concurrent_requests, exclude=PUBLIC_PATHS)]
 
 
 def create_app(
@@ -111,6 +118,7 @@ def create_app(
             prometheus.middleware,
             DefineMiddleware(BearerAuthMiddleware, registry=registry, exclude=PUBLIC_PATHS),
             *_rate_limit(server),
+            *_concurrency_limit(server),
             RequestTimeoutMiddleware(server.request_timeout_seconds),
         ],
         exception_handlers=dict(EXCEPTION_HANDLERS),
