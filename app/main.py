@@ -18,7 +18,6 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig
 
 from aimtp.db import create_engine
-from aimtp.runner import freeze_startup_heap
 from aimtp.settings import DatabaseSettings, ServerSettings, SpecSettings, load
 from aimtp.spec import SpecLimits
 from app.admission import ConcurrencyLimitMiddleware
@@ -90,7 +89,6 @@ def create_app(
             if grpc_port is not None:
                 grpc_server = GrpcServer(service, registry, server)
                 app.state.grpc_port = await grpc_server.start(server.http_host, grpc_port)
-            freeze_startup_heap()
             yield
         finally:
             if grpc_server is not None:

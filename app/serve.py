@@ -7,6 +7,7 @@ from types import FrameType
 import uvicorn
 
 from aimtp.logs import configure_logging
+from aimtp.runner import freeze_startup_heap
 from aimtp.settings import LogSettings, ServerSettings, load
 from aimtp.telemetry import configure_tracing
 from app.main import create_app
@@ -42,5 +43,6 @@ def serve(host: str | None = None, port: int | None = None) -> int:
         server_header=False,
         timeout_graceful_shutdown=GRACE_SECONDS,
     )
+    freeze_startup_heap()
     _GracefulServer(config).run()
     return 0
