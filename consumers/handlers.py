@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from aimtp.controller import ControllerClient, ControllerRejected, PutResult, WorkloadRequest
 from aimtp.db import QUERIES
+from aimtp.db.direct import execute_write
 from aimtp.db.records import DagRecord, utcnow
 from aimtp.events import Actor, DagEvent, EventType
 from aimtp.lifecycle import transition
@@ -250,15 +251,16 @@ class TriggerHandler:
     # ------------------------------------------------------------ database
 
     async def _load(self, conn: AsyncConnection, event: DagEvent) -> tuple[DagRecord | None, bool]:
-        """The DAG, and whether this event was handled already."""
-        row = (await conn.execute(QUERIES["get_dag"], {"id": event.dag_id})).first()
-        seen = (
+        """The DAG, and whether this event was handled already (one round trip)."""
+        row = (
             await conn.execute(
-                QUERIES["get_processed_event"],
-                {"consumer": self._consumer, "event_id": event.event_id},
+                QUERIES["get_dag_for_event"],
+                {"id": event.dag_id, "consumer": self._consumer, "event_id": event.event_id},
             )
         ).first()
-        return (None if row is None else DagRecord.from_row(row)), seen is not None
+        if row is None:
+            return None, False
+        return DagRecord.from_row(row), bool(row.event_processed)
 
     async def _record(
         self,
@@ -304,8 +306,9 @@ class TriggerHandler:
         return Result.RACED
 
     async def _mark(self, conn: AsyncConnection, event: DagEvent) -> None:
-        await conn.execute(
-            QUERIES["insert_processed_event"],
+        await execute_write(
+            conn,
+            "insert_processed_event",
             {"consumer": self._consumer, "event_id": event.event_id, "processed_at": utcnow()},
         )
 

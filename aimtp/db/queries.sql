@@ -130,8 +130,12 @@ WHERE id = :id AND status = 'parked';
 INSERT INTO processed_events (consumer, event_id, processed_at)
 VALUES (:consumer, :event_id, :processed_at);
 
--- name: get_processed_event
-SELECT processed_at FROM processed_events WHERE consumer = :consumer AND event_id = :event_id;
+-- The DAG an event is about, and whether the consumer handled that event already.
+-- name: get_dag_for_event
+SELECT dags.*,
+       EXISTS (SELECT 1 FROM processed_events
+               WHERE consumer = :consumer AND event_id = :event_id) AS event_processed
+FROM dags WHERE id = :id;
 
 -- Duplicates older than the retention are caught by the DAG's state instead.
 -- name: purge_processed_events
