@@ -8,6 +8,8 @@ their Idempotency-Key) come back when there is room.
 
 from __future__ import annotations
 
+import re
+
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Receive, Scope, Send
@@ -28,8 +30,10 @@ class ConcurrencyLimitMiddleware(ASGIMiddleware):
 
     def __init__(self, limit: int, exclude: list[str]) -> None:
         self.limit = limit
-        self.exclude_path_pattern = tuple(exclude)  # probes and metrics always answer
         self.in_flight = 0
+        excluded = re.compile("|".join(exclude))
+        # Probes, metrics and the API documentation always answer.
+        self.should_bypass_for_scope = lambda scope: excluded.match(scope["path"]) is not None
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         if self.in_flight >= self.limit:
