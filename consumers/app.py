@@ -288,7 +288,7 @@ async def _raw_record(message: StreamMessage[Any]) -> KafkaRecord:
     ``consumers.envelope``, garbage included.
 
     The handler could ask FastStream for the message instead, but that argument is
-    injected by a synchronous resolver that FastStream runs in a worker thread, once per
-    record: a thread hop that cost the trigger about a tenth of its CPU.
+    injected by a synchronous resolver that FastStream runs in a worker thread: a thread
+    hop per record, which a profile of the trigger showed among its larger costs.
     """
     return cast("KafkaRecord", message.raw_message)
